@@ -1,0 +1,99 @@
+"""Foundation figures: the teacher's validation metrics and training time, and the training loop's images/s
+against a bare PyTorch loop on the same model and batch (the data path should add nothing).
+
+    python bench/foundation.py --teacher models/teacher --run runs/teacher-r18-128 \
+        --data ../shared/data/brain-tumor-mri/train
+
+Writes bench/results/foundation.json and bench/results/foundation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from kdcore.data import load_train_data
+from kdcore.evaluate import evaluate
+from kdcore.imageio import InputSpec
+from kdcore.models import create_model
+from kdcore.train import Supervised, TrainConfig, fit
+
+OUT = Path(__file__).parent / "results"
+
+
+def loop_speed(data, arch: str, size: int, batch: int, steps: int) -> dict:
+    """images/s of ``fit`` (augmentation, logging, channels_last) and of a bare loop on random tensors."""
+    cfg = TrainConfig(epochs=1, batch_size=batch, max_images=batch * (steps + 2))
+    torch.manual_seed(0)
+    model = create_model(arch, 4, InputSpec(size))
+    t0 = None
+    n = 0
+    for e in fit(Supervised(model), data, cfg, Path("/tmp/kdcore-bench-loop") / str(time.time()), arch):
+        if e["event"] == "step":
+            if e["step"] == 2:
+                t0, n = time.perf_counter(), 0  # the first two steps warm up
+            elif t0 is not None:
+                n += batch
+        if e["event"] == "epoch":
+            break
+    ours = n / (time.perf_counter() - t0)
+    bare_model = create_model(arch, 4, InputSpec(size)).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(bare_model.parameters(), 1e-3)
+    x, y = torch.randn(batch, 1, size, size), torch.randint(0, 4, (batch,))
+    for i in range(steps + 2):
+        if i == 2:
+            t0 = time.perf_counter()
+        loss = F.cross_entropy(bare_model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    bare = steps * batch / (time.perf_counter() - t0)
+    return {"kdcore_images_per_s": ours, "bare_images_per_s": bare, "ratio": ours / bare, "steps": steps,
+            "batch": batch, "arch": arch, "size": size}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--teacher", default="models/teacher")
+    p.add_argument("--run", default="runs/teacher-r18-128", help="the teacher's training run folder")
+    p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
+    p.add_argument("--steps", type=int, default=10)
+    a = p.parse_args()
+    data = load_train_data(a.data, 128)
+    result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+              "torch": torch.__version__}
+    ev = evaluate(a.teacher, a.data, split=data.split_path, side="val")
+    result["teacher_val"] = {k: ev[k] for k in ("accuracy", "macro_f1", "roc_auc", "ece", "num_images", "params",
+                                                "flops", "latency_ms_batch1")}
+    history = [json.loads(l) for l in (Path(a.run) / "metrics.jsonl").read_text().splitlines()]
+    result["teacher_training"] = {"epochs": len(history), "train_time_min": sum(h["epoch_time_s"] for h in history) / 60,
+                                  "mean_images_per_s": sum(h["images_per_s"] for h in history) / len(history)}
+    result["loop_speed"] = loop_speed(data, "resnet18", 128, 64, a.steps)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "foundation.json").write_text(json.dumps(result, indent=1))
+    tv, tt, ls = result["teacher_val"], result["teacher_training"], result["loop_speed"]
+    md = f"""# Foundation figures
+
+Command: `python bench/foundation.py --teacher {a.teacher} --run {a.run} --data {a.data}` ({result['machine']}, torch {result['torch']})
+
+| figure | value |
+|---|---|
+| teacher validation accuracy ({tv['num_images']} images, own split) | {tv['accuracy']:.4f} |
+| teacher validation macro-F1 | {tv['macro_f1']:.4f} |
+| teacher ROC-AUC / ECE | {tv['roc_auc']:.4f} / {tv['ece']:.4f} |
+| teacher params / FLOPs / batch-1 latency | {tv['params']:,} / {tv['flops'] / 1e9:.2f} G / {tv['latency_ms_batch1']:.1f} ms |
+| teacher training: epochs, time (this CPU) | {tt['epochs']}, {tt['train_time_min']:.1f} min ({tt['mean_images_per_s']:.0f} img/s mean) |
+| training loop vs bare PyTorch loop ({ls['arch']}, {ls['size']} px, batch {ls['batch']}) | {ls['kdcore_images_per_s']:.1f} vs {ls['bare_images_per_s']:.1f} img/s (ratio {ls['ratio']:.2f}) |
+"""
+    (OUT / "foundation.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

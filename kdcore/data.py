@@ -1,0 +1,85 @@
+"""Training data in memory: the saved split applied to the decoded cache, as uint8 tensors ready to batch."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdcore.dataset import ImageRecords, decode_cached, load_records
+from kdcore.errors import KDCoreError
+from kdcore.models import REPO_ROOT
+from kdcore.split import Split, make_split
+
+log = logging.getLogger(__name__)
+SPLITS_DIR = REPO_ROOT / "splits"
+
+
+@dataclass
+class TensorSet:
+    """``pixels`` uint8 ``(N, S, S)`` and ``labels`` int64 ``(N,)``."""
+
+    pixels: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> "TensorSet":
+        return TensorSet(self.pixels.to(device), self.labels.to(device))
+
+
+@dataclass
+class TrainData:
+    train: TensorSet
+    val: TensorSet
+    class_names: list[str]
+    size: int
+    split_path: str
+    data_source: str
+    skipped: list[dict] = field(default_factory=list)
+
+
+def default_split_path(records: ImageRecords) -> Path:
+    """``splits/<folder>-<hash of ids and labels>.json``: the same dataset always maps to the same file."""
+    h = hashlib.sha1("\n".join(f"{i}\t{l}" for i, l in zip(records.ids, records.labels)).encode()).hexdigest()[:8]
+    name = Path(records.root).name if records.root else "hub"
+    parent = Path(records.root).parent.name if records.root else "dataset"
+    return SPLITS_DIR / f"{parent}-{name}-{h}.json"
+
+
+def ensure_split(
+    records: ImageRecords, split_path: str | Path | None = None, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[Split, Path]:
+    """Load the dataset's split file, or make it (dedup + stratified group split) and save it first."""
+    path = Path(split_path) if split_path else default_split_path(records)
+    if path.is_file():
+        return Split.load(path), path
+    from kdcore.dedup import find_duplicates
+
+    report = find_duplicates(records)
+    split = make_split(report.records, report.group_of(), val_fraction, seed)
+    split.info["duplicates"] = report.summary()
+    split.save(path)
+    log.info("made split %s: %d train / %d val", path, len(split.train), len(split.val))
+    return split, path
+
+
+def load_train_data(source: str, size: int, split_path: str | Path | None = None) -> TrainData:
+    """Records -> split -> decoded cache -> uint8 tensors for training and validation."""
+    records = load_records(source)
+    split, path = ensure_split(records, split_path)
+    decoded = decode_cached(records, size)
+    tr, va = split.indices(decoded.records)
+    pix = torch.from_numpy(np.ascontiguousarray(decoded.pixels))
+    lab = torch.from_numpy(decoded.records.labels)
+    if len(decoded.records.class_names) < 2:
+        raise KDCoreError(f"{source}: needs at least 2 classes")
+    return TrainData(
+        TensorSet(pix[tr], lab[tr]), TensorSet(pix[va], lab[va]), decoded.records.class_names, size, str(path),
+        str(source), decoded.skipped,
+    )

@@ -1,0 +1,168 @@
+"""Image-classification datasets: one loader for local class folders and Hub datasets, and a decoded cache.
+
+A dataset is an :class:`ImageRecords` list (one source and label per image, class names sorted). Decoding is
+paid once: :func:`decode_cached` keeps a uint8 ``(N, S, S)`` array per resolution on disk, keyed by the files
+(path, size, mtime) and the preprocessing, so that a training epoch is bound by compute, not by JPEG decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kdcore.errors import KDCoreError
+from kdcore.imageio import ImageDecodeError, decode_to_uint8
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = "1"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+@dataclass
+class ImageRecords:
+    """The images of a dataset: ``sources[i]`` (a file path, or encoded bytes for Hub rows) has ``labels[i]``.
+
+    ``ids`` are stable names used in splits and reports: paths relative to ``root`` for folders, row numbers
+    for Hub datasets.
+    """
+
+    sources: list
+    labels: np.ndarray
+    class_names: list[str]
+    ids: list[str]
+    root: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def subset(self, index: np.ndarray | list[int]) -> "ImageRecords":
+        index = list(map(int, index))
+        return ImageRecords(
+            [self.sources[i] for i in index], self.labels[index], self.class_names, [self.ids[i] for i in index],
+            self.root,
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return {c: int(n) for c, n in zip(self.class_names, counts)}
+
+
+def load_records(source: str | os.PathLike, split: str = "train") -> ImageRecords:
+    """Load a local folder with one sub-folder per class, or a Hub dataset id, through ``datasets``.
+
+    Images are not decoded here. Class names are the sorted sub-folder names (folders) or the label feature's
+    names (Hub). Raises :class:`KDCoreError` for a missing or empty folder.
+    """
+    import datasets  # local: importing datasets costs ~1 s
+
+    path = Path(source)
+    if path.is_dir():
+        root = path.resolve()
+        class_dirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not class_dirs:
+            raise KDCoreError(f"{source}: no class sub-folders (expected {source}/<class>/<image files>)")
+        n_files = sum(1 for d in class_dirs for f in (root / d).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        if n_files == 0:
+            raise KDCoreError(f"{source}: the class folders hold no image files")
+        datasets.disable_progress_bars()
+        ds = datasets.load_dataset("imagefolder", data_dir=str(root), split="train", drop_metadata=True)
+        ds = ds.cast_column("image", datasets.Image(decode=False))
+        names = ds.features["label"].names
+        if sorted(names) != names or names != class_dirs:
+            raise KDCoreError(f"{source}: class folders {class_dirs} do not match the loader's {names}")
+        sources = [row["path"] for row in ds["image"]]
+        ids = [str(Path(p).resolve().relative_to(root)) for p in sources]
+        order = np.argsort(ids, kind="stable")  # a stable order whatever the loader's
+        return ImageRecords(
+            [sources[i] for i in order], np.asarray(ds["label"], dtype=np.int64)[order], list(names),
+            [ids[i] for i in order], str(root),
+        )
+    if os.sep in str(source) or str(source).startswith("."):
+        raise KDCoreError(f"{source}: no such data folder")
+    try:
+        ds = datasets.load_dataset(str(source), split=split)
+    except Exception as e:  # the Hub raises many types; the user needs one line
+        raise KDCoreError(f"{source}: cannot load as a Hub dataset ({type(e).__name__}: {e})") from None
+    image_col = next((k for k, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+    label_col = next((k for k, f in ds.features.items() if isinstance(f, datasets.ClassLabel)), None)
+    if image_col is None or label_col is None:
+        raise KDCoreError(f"{source}: needs an image column and a class-label column, has {list(ds.features)}")
+    ds = ds.cast_column(image_col, datasets.Image(decode=False))
+    sources = [row["bytes"] if row.get("bytes") else row["path"] for row in ds[image_col]]
+    return ImageRecords(
+        sources, np.asarray(ds[label_col], dtype=np.int64), list(ds.features[label_col].names),
+        [f"{split}/{i}" for i in range(len(sources))], None,
+    )
+
+
+def _fingerprint(records: ImageRecords, size: int) -> str:
+    h = hashlib.sha1(f"kdcore-cache-v{CACHE_VERSION}-size{size}".encode())
+    for src, rid in zip(records.sources, records.ids):
+        if isinstance(src, (bytes, bytearray)):
+            h.update(hashlib.sha1(src).digest())
+        else:
+            st = os.stat(src)
+            h.update(f"{os.path.abspath(src)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def cache_dir() -> Path:
+    """Where decoded arrays live: ``$KDCORE_CACHE`` or ``~/.cache/kdcore``."""
+    return Path(os.environ.get("KDCORE_CACHE", Path.home() / ".cache" / "kdcore"))
+
+
+def _decode_one(args: tuple) -> tuple[np.ndarray | None, str | None]:
+    src, size = args
+    try:
+        return decode_to_uint8(src, size), None
+    except ImageDecodeError as e:
+        return None, str(e)
+
+
+@dataclass
+class DecodedImages:
+    """Decoded images: ``pixels`` uint8 ``(N, S, S)`` for the ``N`` readable records; ``skipped`` the others."""
+
+    pixels: np.ndarray
+    records: ImageRecords
+    skipped: list[dict] = field(default_factory=list)
+
+
+def decode_cached(records: ImageRecords, size: int, workers: int | None = None) -> DecodedImages:
+    """Decode every record to uint8 ``(size, size)`` greyscale, reading/writing the on-disk cache.
+
+    Unreadable files are skipped with a warning and listed in ``skipped`` ({"id", "reason"}).
+    """
+    key = _fingerprint(records, size)
+    base = cache_dir() / f"images-{size}-{key}"
+    npy, meta = base.with_suffix(".npy"), base.with_suffix(".json")
+    if npy.exists() and meta.exists():
+        info = json.loads(meta.read_text())
+        keep = np.asarray(info["kept"], dtype=np.int64)
+        return DecodedImages(np.load(npy, mmap_mode=None), records.subset(keep), info["skipped"])
+    workers = workers or min(4, os.cpu_count() or 1)
+    jobs = [(src, size) for src in records.sources]
+    if workers > 1 and len(jobs) > 64:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_decode_one, jobs, chunksize=64))
+    else:
+        results = [_decode_one(j) for j in jobs]
+    kept = [i for i, (arr, _) in enumerate(results) if arr is not None]
+    skipped = [{"id": records.ids[i], "reason": err} for i, (_, err) in enumerate(results) if err is not None]
+    for s in skipped:
+        log.warning("skipped %s", s["reason"])
+    pixels = np.stack([results[i][0] for i in kept]) if kept else np.zeros((0, size, size), np.uint8)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    tmp = base.with_suffix(".tmp.npy")
+    np.save(tmp, pixels)
+    os.replace(tmp, npy)
+    meta.write_text(json.dumps({"kept": kept, "skipped": skipped}))
+    return DecodedImages(pixels, records.subset(kept), skipped)

@@ -1,0 +1,77 @@
+"""Classification metrics from labels and probabilities (numpy only): the fields of ``evaluate``'s JSON."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """``(k, k)`` counts, rows = true class, columns = predicted class."""
+    return np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+
+
+def per_class_prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 per class from a confusion matrix (0 where undefined)."""
+    tp = np.diag(cm).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.nan_to_num(tp / cm.sum(0))
+        recall = np.nan_to_num(tp / cm.sum(1))
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+    return precision, recall, f1
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    return float(per_class_prf(confusion_matrix(y, pred, k))[2].mean())
+
+
+def roc_auc_ovr(y: np.ndarray, probs: np.ndarray) -> float | None:
+    """Macro one-vs-rest ROC AUC (Mann-Whitney U); None if a class is absent or all images are one class."""
+    aucs = []
+    for c in range(probs.shape[1]):
+        pos = y == c
+        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+        if n_pos == 0 or n_neg == 0:
+            return None
+        ranks = rankdata(probs[:, c])
+        aucs.append((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(aucs))
+
+
+def reliability(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict:
+    """Expected calibration error and the reliability diagram's bins (confidence, accuracy, count)."""
+    conf = probs.max(1)
+    correct = probs.argmax(1) == y
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            gap = abs(correct[m].mean() - conf[m].mean())
+            ece += m.mean() * gap
+            rows.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "confidence": float(conf[m].mean()),
+                         "accuracy": float(correct[m].mean()), "count": int(m.sum())})
+    return {"ece": float(ece), "bins": rows}
+
+
+def classification_report(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
+    """All metrics of ``evaluate``: labels ``(N,)``, probabilities ``(N, K)``."""
+    k = len(class_names)
+    pred = probs.argmax(1)
+    cm = confusion_matrix(y, pred, k)
+    p, r, f = per_class_prf(cm)
+    rel = reliability(y, probs)
+    support = cm.sum(1)
+    return {
+        "accuracy": float((pred == y).mean()) if len(y) else 0.0,
+        "macro_f1": float(f.mean()),
+        "per_class": {
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+            for i, c in enumerate(class_names)
+        },
+        "confusion_matrix": cm.tolist(),
+        "roc_auc": roc_auc_ovr(y, probs),
+        "ece": rel["ece"],
+        "reliability": rel["bins"],
+    }

@@ -1,0 +1,48 @@
+"""Loading class folders through `datasets`, the decoded cache, and bad data folders."""
+
+import numpy as np
+import pytest
+
+from conftest import CLASSES, make_dataset
+from kdcore.dataset import decode_cached, load_records
+from kdcore.errors import KDCoreError
+
+
+def test_load_records_class_names_sorted_and_labels(tiny_data):
+    rec = load_records(tiny_data)
+    assert rec.class_names == sorted(CLASSES)
+    assert len(rec) == 48 and rec.class_counts() == {c: 12 for c in CLASSES}
+    assert all(r.split("/")[0] == rec.class_names[l] for r, l in zip(rec.ids, rec.labels))
+
+
+def test_cache_is_reused_and_keyed_by_size(tiny_data, monkeypatch):
+    rec = load_records(tiny_data)
+    a = decode_cached(rec, 32)
+    import kdcore.dataset as ds
+
+    monkeypatch.setattr(ds, "_decode_one", lambda job: pytest.fail("decoded again instead of using the cache"))
+    b = decode_cached(rec, 32)
+    assert np.array_equal(a.pixels, b.pixels) and a.pixels.shape == (48, 32, 32)
+    monkeypatch.undo()
+    assert decode_cached(rec, 16).pixels.shape == (48, 16, 16)
+
+
+def test_corrupt_files_are_skipped_and_counted(tmp_path):
+    root = make_dataset(tmp_path / "d", per_class=3)
+    (root / "glioma" / "notes.jpg").write_text("not an image")
+    good = (root / "meningioma" / "meningioma_000.jpg").read_bytes()
+    (root / "meningioma" / "cut.jpg").write_bytes(good[: len(good) // 3])
+    dec = decode_cached(load_records(root), 32)
+    assert len(dec.records) == 12 and len(dec.skipped) == 2
+    assert {s["id"] for s in dec.skipped} == {"glioma/notes.jpg", "meningioma/cut.jpg"}
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(KDCoreError, match="no such data folder"):
+        load_records(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KDCoreError, match="no class sub-folders"):
+        load_records(tmp_path / "empty")
+    (tmp_path / "empty" / "a").mkdir()
+    with pytest.raises(KDCoreError, match="hold no image files"):
+        load_records(tmp_path / "empty")

@@ -1,0 +1,80 @@
+"""The model folder format: save/load round trip, timm Hub-layout compatibility, fp16 weights, bad folders."""
+
+import json
+
+import pytest
+import timm
+import torch
+from huggingface_hub import ModelCard
+
+from conftest import CLASSES
+from kdcore.errors import KDCoreError
+from kdcore.imageio import InputSpec
+from kdcore.models import ModelInfo, create_model, load_model, save_model
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    spec = InputSpec(size=32, mean=0.2, std=0.3)
+    model = create_model("test_resnet", 4, spec).eval()
+    info = ModelInfo("test_resnet", CLASSES, spec, {"val_metrics": {"accuracy": 0.5, "macro_f1": 0.4}})
+    return model, save_model(model, tmp_path / "m", info), spec
+
+
+def test_round_trip_identical_outputs_and_info(saved):
+    model, folder, spec = saved
+    loaded, info = load_model(folder)
+    x = torch.randn(3, 1, 32, 32)
+    assert torch.equal(model(x), loaded(x))
+    assert not loaded.training
+    assert info.class_names == CLASSES and info.spec == spec and info.arch == "test_resnet"
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["pretrained_cfg"]["input_size"] == [1, 32, 32] and cfg["label_names"] == CLASSES
+    assert cfg["pretrained_cfg"]["hf_hub_id"] is None  # no claim of ImageNet weights
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_timm_loads_the_folder_as_a_hub_model(saved):
+    model, folder, _ = saved
+    via_timm = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.allclose(model(x), via_timm(x))
+
+
+def test_card_parses_with_metrics(saved):
+    card = ModelCard.load(saved[1] / "README.md")
+    assert card.data.library_name == "timm"
+    metrics = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert metrics == {"accuracy": 0.5, "macro_f1": 0.4}
+    assert "Not a medical device" in card.text
+
+
+def test_half_weights_keep_predictions(tmp_path, saved):
+    model, _, spec = saved
+    folder = save_model(model, tmp_path / "h", ModelInfo("test_resnet", CLASSES, spec), half=True)
+    loaded, _ = load_model(folder)
+    x = torch.randn(16, 1, 32, 32)
+    assert next(loaded.parameters()).dtype == torch.float32
+    assert torch.equal(model(x).argmax(1), loaded(x).argmax(1))
+
+
+def test_bad_model_folders(tmp_path, saved):
+    with pytest.raises(KDCoreError, match="no such model folder"):
+        load_model(tmp_path / "missing")
+    folder = saved[1]
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(KDCoreError, match="no model.safetensors"):
+        load_model(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KDCoreError, match="no config.json"):
+        load_model(tmp_path / "empty")
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path, saved):
+    folder = saved[1]
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["architecture"] = "resnet10t"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(KDCoreError, match="do not fit"):
+        load_model(folder)
