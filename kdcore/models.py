@@ -27,6 +27,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = {"teacher": REPO_ROOT / "models" / "teacher", "student": REPO_ROOT / "models" / "student"}
 WEIGHTS = "model.safetensors"
 
+#: Width/depth variants of timm architectures, usable wherever an architecture name is asked for. A saved variant
+#: records timm's architecture and these arguments in ``config.json`` (``model_args``), so timm rebuilds it.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "resnet10t_w16": ("resnet10t", {"channels": (16, 32, 64, 128), "stem_width": 16}),  # 0.32M
+    "resnet10t_w20": ("resnet10t", {"channels": (20, 40, 80, 160), "stem_width": 16}),  # 0.49M
+    "resnet10t_w24": ("resnet10t", {"channels": (24, 48, 96, 192), "stem_width": 16}),  # 0.70M
+}
+
 
 @dataclass
 class ModelInfo:
@@ -45,9 +53,12 @@ class ModelInfo:
 
 
 def create_model(arch: str, num_classes: int, spec: InputSpec, **kwargs) -> nn.Module:
-    """A randomly initialised timm model ``arch`` taking ``(B, spec.channels, S, S)`` and giving ``(B, num_classes)``."""
+    """A randomly initialised timm model ``arch`` (or a :data:`VARIANTS` name) taking ``(B, spec.channels, S, S)``
+    and giving ``(B, num_classes)``."""
+    arch, variant_args = VARIANTS.get(arch, (arch, {}))
     try:
-        return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=spec.channels, **kwargs)
+        return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=spec.channels,
+                                 **(variant_args | kwargs))
     except RuntimeError as e:
         raise KDCoreError(f"unknown architecture {arch!r} ({e})") from None
 

@@ -78,3 +78,16 @@ def test_weights_of_another_architecture_are_refused(tmp_path, saved):
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(KDCoreError, match="do not fit"):
         load_model(folder)
+
+
+def test_width_variant_is_rebuilt_by_timm_from_its_config(tmp_path):
+    from kdcore.models import VARIANTS
+
+    spec = InputSpec(size=32)
+    model = create_model("resnet10t_w16", 4, spec).eval()
+    folder = save_model(model, tmp_path / "v", ModelInfo("resnet10t_w16", CLASSES, spec))
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["architecture"] == VARIANTS["resnet10t_w16"][0] and cfg["model_args"]["channels"] == [16, 32, 64, 128]
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(model(x), load_model(folder)[0](x))
+    assert torch.allclose(model(x), timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(x))
