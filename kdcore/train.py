@@ -47,8 +47,8 @@ class TrainConfig:
     seed: int = 0
     max_images: int | None = None  # image budget per epoch (a seeded subset of the training split)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    mean: float = 0.18
-    std: float = 0.19
+    mean: float = InputSpec.mean  # the input normalisation of the trained model
+    std: float = InputSpec.std
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,185 @@
+"""The ablation of issue 8: does ce + kd + feat(cosine) + sem(LRP) beat its baselines?
+
+Configurations (same epochs, augmentation, image budget, learning rate and initial student per seed):
+  1 the student alone; 2 vanilla KD (ce + kd); 3 DisWOT-style ce + kd + feat(l2) + sem(Grad-CAM);
+  4 the thesis ce + kd + feat(cosine) + sem(LRP); 5a (3) with cosine; 5b (3) with LRP.
+Every cell (student x configuration x seed) is a ``kdcore.distill.run`` in ``--runs/<student>/<config>/seed<k>``;
+finished cells are kept in the JSON and skipped, a cut cell resumes from its last epoch. Writes
+``bench/results/distill_ablation.json`` and ``.md``: mean ± std of validation accuracy and macro-F1, images/s and
+time per configuration, and the paired bootstrap 95% CI (images and seeds resampled) of (4)-(2) and (4)-(1).
+
+Tiny smoke run (minutes on the CPU): see ``docs/distill.md``; the full run is for a quiet machine or a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdcore.checkpoint import has_checkpoint
+from kdcore.data import load_train_data
+from kdcore.distill import DistillConfig, RunConfig, run
+from kdcore.metrics import macro_f1
+from kdcore.models import load_model
+from kdcore.train import TrainConfig, predict_logits, run_to_end
+
+ALL = {"ce": 1.0, "kd": 1.0, "feat": 1.0, "sem": 1.0}
+CONFIGS: dict[str, dict] = {
+    "1-alone": {"loss": {"ce": 1.0}},
+    "2-kd": {"loss": {"ce": 1.0, "kd": 1.0}},
+    "3-diswot": {"loss": ALL, "feat_distance": "l2", "sem_map": "gradcam"},
+    "4-thesis": {"loss": ALL, "feat_distance": "cosine", "sem_map": "lrp"},
+    "5a-diswot+cosine": {"loss": ALL, "feat_distance": "cosine", "sem_map": "gradcam"},
+    "5b-diswot+lrp": {"loss": ALL, "feat_distance": "l2", "sem_map": "lrp"},
+}
+PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"))
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def paired_bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray, k: int, n: int = 2000,
+                     seed: int = 0) -> dict:
+    """Mean paired difference A - B of accuracy and macro-F1, with a 95% CI; ``pred_*`` ``(seeds, N)``, ``y`` ``(N,)``.
+
+    Seed ``s`` of A is paired with seed ``s`` of B (same initial student and batches); each resample draws seeds and
+    validation images with replacement.
+    """
+    rng = np.random.default_rng(seed)
+    s, m = pred_a.shape
+
+    def stats(seeds, idx):
+        acc = np.mean([(pred_a[i, idx] == y[idx]).mean() - (pred_b[i, idx] == y[idx]).mean() for i in seeds])
+        f1 = np.mean([macro_f1(y[idx], pred_a[i, idx], k) - macro_f1(y[idx], pred_b[i, idx], k) for i in seeds])
+        return acc, f1
+
+    point = stats(range(s), np.arange(m))
+    boot = np.array([stats(rng.integers(0, s, s), rng.integers(0, m, m)) for _ in range(n)])
+    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+    return {name: {"diff": float(point[j]), "ci95": [float(lo[j]), float(hi[j])]}
+            for j, name in enumerate(("accuracy", "macro_f1"))}
+
+
+def run_cell(a: argparse.Namespace, student: str, config: str, seed: int, val_pixels: torch.Tensor,
+             y: np.ndarray, k: int) -> dict:
+    cfg = RunConfig(
+        teacher=a.teacher, student=student, size=a.size,
+        train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=seed, max_images=a.max_images),
+        distill=DistillConfig(temperature=a.temperature, teacher_cache=not a.no_teacher_cache, **CONFIGS[config]),
+    )
+    out = Path(a.runs) / student / config / f"seed{seed}"
+    t0 = time.perf_counter()
+    final = run_to_end(run(cfg, a.data, out, resume=has_checkpoint(out), split=a.split))
+    wall = time.perf_counter() - t0
+    model, info = load_model(final["best_dir"])
+    pred = predict_logits(model, val_pixels, info.spec).argmax(1).numpy()
+    hist = final["history"]
+    return {"accuracy": float((pred == y).mean()), "macro_f1": macro_f1(y, pred, k),
+            "best_epoch": final["best"]["epoch"],
+            "images_per_s": statistics.mean(h["images_per_s"] for h in hist),
+            "train_time_s": sum(h["epoch_time_s"] for h in hist), "wall_time_s": wall, "pred": pred.tolist()}
+
+
+def _mean_std(xs: list[float]) -> str:
+    return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.4f}"
+
+
+def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str]:
+    cells, s = res["cells"], res["settings"]
+    summary, lines = {}, [
+        f"# Distillation ablation ({s['size']} px, {s['epochs']} epochs, {s['max_images'] or 'all'} images/epoch, "
+        f"seeds {s['seeds']}, teacher cache {'on' if s.get('teacher_cache', True) else 'off'})", "",
+        f"Command: `{res['command']}`", "",
+        "| student | config | n | val accuracy | val macro-F1 | images/s | train time (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for student in s["students"]:
+        summary[student] = {}
+        for config in s["configs"]:
+            rows = [cells[key] for seed in s["seeds"] if (key := f"{student}/{config}/{seed}") in cells]
+            if not rows:
+                continue
+            summary[student][config] = {
+                "n": len(rows), "accuracy": [r["accuracy"] for r in rows], "macro_f1": [r["macro_f1"] for r in rows],
+                "images_per_s": statistics.mean(r["images_per_s"] for r in rows),
+                "train_time_s": statistics.mean(r["train_time_s"] for r in rows)}
+            c = summary[student][config]
+            lines.append(f"| {student} | {config} | {len(rows)} | {_mean_std(c['accuracy'])} | "
+                         f"{_mean_std(c['macro_f1'])} | {c['images_per_s']:.0f} | {c['train_time_s']:.0f} |")
+    lines += ["", "Paired differences (mean over seeds; 95% bootstrap CI over seeds and validation images):", "",
+              "| student | comparison | Δ accuracy [95% CI] | Δ macro-F1 [95% CI] |", "|---|---|---|---|"]
+    for student in s["students"]:
+        for a_cfg, b_cfg in PAIRS:
+            seeds = [sd for sd in s["seeds"] if all(f"{student}/{c}/{sd}" in cells for c in (a_cfg, b_cfg))]
+            if not seeds:
+                continue
+            pa = np.array([cells[f"{student}/{a_cfg}/{sd}"]["pred"] for sd in seeds])
+            pb = np.array([cells[f"{student}/{b_cfg}/{sd}"]["pred"] for sd in seeds])
+            d = paired_bootstrap(pa, pb, y, k)
+            summary[student][f"{a_cfg} vs {b_cfg}"] = d
+            fmt = lambda m: f"{d[m]['diff']:+.4f} [{d[m]['ci95'][0]:+.4f}, {d[m]['ci95'][1]:+.4f}]"  # noqa: E731
+            lines.append(f"| {student} | ({a_cfg}) - ({b_cfg}) | {fmt('accuracy')} | {fmt('macro_f1')} |")
+    return summary, "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="/work/shared/data/brain-tumor-mri/train")
+    p.add_argument("--teacher", default="teacher")
+    p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
+    p.add_argument("--students", default="mobilenetv2_035,test_resnet", help="comma list of timm archs")
+    p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {', '.join(CONFIGS)}")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=4e-3)
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--no-teacher-cache", action="store_true", help="teacher logits and maps at every step")
+    p.add_argument("--runs", default="runs/ablation", help="folder of the cells' run folders")
+    p.add_argument("--out", default=str(RESULTS / "distill_ablation"), help="results path without extension")
+    a = p.parse_args(argv)
+    students, configs = a.students.split(","), a.configs.split(",")
+    seeds = [int(s) for s in a.seeds.split(",")]
+    settings = {"students": students, "configs": configs, "seeds": seeds, "size": a.size, "epochs": a.epochs,
+                "max_images": a.max_images, "batch_size": a.batch_size, "lr": a.lr, "temperature": a.temperature,
+                "teacher_cache": not a.no_teacher_cache,
+                "teacher": a.teacher, "data": a.data}
+    json_path = Path(a.out).with_suffix(".json")
+    res = json.loads(json_path.read_text()) if json_path.is_file() else {"cells": {}}
+    if res.get("settings", settings) != settings:
+        sys.exit(f"{json_path} holds a run with other settings: choose another --out")
+    res.update(settings=settings, command="python bench/distill_ablation.py " + shlex.join(argv or sys.argv[1:]),
+               machine={"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                        "device": "cuda" if torch.cuda.is_available() else "cpu"})
+    data = load_train_data(a.data, a.size, a.split)
+    y, k = data.val.labels.numpy(), len(data.class_names)
+    for student in students:
+        for config in configs:
+            for seed in seeds:
+                key = f"{student}/{config}/{seed}"
+                if key in res["cells"]:
+                    continue
+                print(f"cell {key}", flush=True)
+                res["cells"][key] = run_cell(a, student, config, seed, data.val.pixels, y, k)
+                json_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = json_path.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(res))
+                os.replace(tmp, json_path)
+    res["summary"], table = summarise(res, y, k)
+    json_path.write_text(json.dumps(res))
+    json_path.with_suffix(".md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The ``short`` preset (what the app's Distil tab runs) against the same student trained alone, same preset.
+
+For each seed: ``kdcore.distill.run(make_config("short"))`` and the same with the loss ``ce`` only. Records
+validation accuracy / macro-F1, the wall time of the whole run (teacher cache included; the preset must stay
+<= 5 min on 2 CPU cores) and the paired bootstrap CI of KD - alone. Finished runs are skipped.
+Writes ``bench/results/short_preset.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdcore.checkpoint import has_checkpoint
+from kdcore.data import load_train_data
+from kdcore.distill import make_config, run
+from kdcore.metrics import macro_f1
+from kdcore.models import load_model
+from kdcore.train import predict_logits, run_to_end
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distill_ablation import paired_bootstrap  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="/work/shared/data/brain-tumor-mri/train")
+    p.add_argument("--teacher", default="teacher")
+    p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--override", default="{}", help='JSON merged over the preset, e.g. \'{"train": {"epochs": 1}}\'')
+    p.add_argument("--runs", default="runs/short-preset")
+    p.add_argument("--out", default=str(RESULTS / "short_preset"))
+    a = p.parse_args(argv)
+    json_path = Path(a.out).with_suffix(".json")
+    res = json.loads(json_path.read_text()) if json_path.is_file() else {"runs": {}}
+    res["command"] = "python bench/short_preset.py " + shlex.join(argv or sys.argv[1:])
+    base = make_config("short", overrides={"teacher": a.teacher, **json.loads(a.override)})
+    res["config"] = base.to_dict()
+    data = load_train_data(a.data, base.size, a.split)
+    y, k = data.val.labels.numpy(), len(data.class_names)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    for seed in seeds:
+        for variant, loss in (("kd", None), ("alone", {"ce": 1.0})):
+            key = f"{variant}/{seed}"
+            if key in res["runs"]:
+                continue
+            cfg = replace(base, train=replace(base.train, seed=seed),
+                          distill=replace(base.distill, loss=loss) if loss else base.distill)
+            out = Path(a.runs) / variant / f"seed{seed}"
+            t0 = time.perf_counter()
+            final = run_to_end(run(cfg, a.data, out, resume=has_checkpoint(out), split=a.split))
+            wall = time.perf_counter() - t0
+            model, info = load_model(final["best_dir"])
+            pred = predict_logits(model, data.val.pixels, info.spec).argmax(1).numpy()
+            res["runs"][key] = {"accuracy": float((pred == y).mean()), "macro_f1": macro_f1(y, pred, k),
+                                "wall_time_s": wall, "train_time_s": final["train_time_s"], "pred": pred.tolist()}
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(res))
+    c = base
+    lines = [f"# Short preset: {c.student} at {c.size} px, {c.train.epochs} epochs x {c.train.max_images} images, "
+             f"{c.distill.describe()} vs the student alone ({torch.get_num_threads()} threads)", "",
+             f"Command: `{res['command']}`", "", "| variant | seeds | val accuracy | val macro-F1 | wall time (s) |",
+             "|---|---|---|---|---|"]
+    for variant in ("kd", "alone"):
+        rows = [res["runs"][f"{variant}/{s}"] for s in seeds if f"{variant}/{s}" in res["runs"]]
+        if rows:
+            sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
+            acc, f1 = [r["accuracy"] for r in rows], [r["macro_f1"] for r in rows]
+            lines.append(f"| {variant} | {len(rows)} | {statistics.mean(acc):.4f} ± {sd(acc):.4f} | "
+                         f"{statistics.mean(f1):.4f} ± {sd(f1):.4f} | "
+                         f"{max(r['wall_time_s'] for r in rows):.0f} (max) |")
+    paired = [s for s in seeds if f"kd/{s}" in res["runs"] and f"alone/{s}" in res["runs"]]
+    if paired:
+        d = paired_bootstrap(np.array([res["runs"][f"kd/{s}"]["pred"] for s in paired]),
+                             np.array([res["runs"][f"alone/{s}"]["pred"] for s in paired]), y, k)
+        res["kd_minus_alone"] = d
+        lines += ["", f"KD - alone: accuracy {d['accuracy']['diff']:+.4f} (95% CI {d['accuracy']['ci95'][0]:+.4f}, "
+                  f"{d['accuracy']['ci95'][1]:+.4f}), macro-F1 {d['macro_f1']['diff']:+.4f} "
+                  f"(95% CI {d['macro_f1']['ci95'][0]:+.4f}, {d['macro_f1']['ci95'][1]:+.4f})."]
+    json_path.write_text(json.dumps(res))
+    json_path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

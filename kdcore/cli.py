@@ -1,0 +1,350 @@
+"""``python -m kdcore COMMAND``: a thin shell over the library. Errors print one line, never a traceback.
+
+Each command is a pair: ``_args_NAME(parser)`` declares its options, ``cmd_NAME(args) -> int`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from kdcore.errors import KDCoreError
+
+
+def _write_json(path: str | None, obj: dict | list) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=1))
+        print(f"wrote {path}")
+
+
+# --- dedup ------------------------------------------------------------------------------------------------------
+def _args_dedup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="folder with one sub-folder per class")
+    p.add_argument("--threshold", type=int, default=None, help="max Hamming distance of 256-bit pHashes")
+    p.add_argument("--json", default="duplicates.json", help="report file (default: duplicates.json)")
+
+
+def cmd_dedup(a: argparse.Namespace) -> int:
+    from kdcore.dataset import load_records
+    from kdcore.dedup import DEFAULT_THRESHOLD, find_duplicates
+
+    report = find_duplicates(load_records(a.data), a.threshold if a.threshold is not None else DEFAULT_THRESHOLD)
+    for k, v in report.summary().items():
+        print(f"{k:<32}{v}")
+    _write_json(a.json, report.to_json())
+    return 0
+
+
+# --- split ------------------------------------------------------------------------------------------------------
+def _args_split(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data")
+    p.add_argument("--out", default=None, help="split file (default: splits/<dataset>-<hash>.json)")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_split(a: argparse.Namespace) -> int:
+    from kdcore.data import ensure_split
+    from kdcore.dataset import load_records
+
+    split, path = ensure_split(load_records(a.data), a.out, a.val_fraction, a.seed)
+    print(f"split {path}: {len(split.train)} train, {len(split.val)} val")
+    print(json.dumps({k: split.info.get(k) for k in ("train_counts", "val_counts", "duplicates")}, indent=1))
+    return 0
+
+
+# --- train-teacher ----------------------------------------------------------------------------------------------
+def _args_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default="resnet18", help="timm architecture")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, best/)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--init", default=None, help="start from this model folder's weights (fine-tuning)")
+
+
+def drive(events, quiet: bool = False) -> dict:
+    """Show ``fit``'s events as a progress bar and per-epoch lines; return the final event."""
+    from tqdm.auto import tqdm
+
+    bar, last = None, {}
+    for last in events:
+        if last["event"] == "step":
+            if bar is None:
+                bar = tqdm(total=last["steps"], desc=f"epoch {last['epoch']}", disable=quiet, leave=False)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['train_accuracy']:.3f}",
+                            ips=f"{last['images_per_s']:.0f}", eta=f"{last['eta_s'] / 60:.1f}m")
+        elif last["event"] == "epoch":
+            if bar is not None:
+                bar.close()
+                bar = None
+            if not quiet:
+                print(f"epoch {last['epoch']}: loss {last['train_loss']:.4f} val acc {last['val_accuracy']:.4f} "
+                      f"f1 {last['val_macro_f1']:.4f} ({last['images_per_s']:.0f} img/s)", flush=True)
+    if bar is not None:
+        bar.close()
+    return last
+
+
+def cmd_train_teacher(a: argparse.Namespace) -> int:
+    from kdcore.data import load_train_data
+    from kdcore.imageio import InputSpec
+    from kdcore.models import create_model
+    from kdcore.train import Supervised, TrainConfig, fit, with_overrides
+
+    cfg = with_overrides(TrainConfig(), epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                         max_images=a.max_images)
+    data = load_train_data(a.data, a.size, a.split)
+    if a.init:
+        from kdcore.models import load_model
+
+        model, info = load_model(a.init)
+        if info.class_names != data.class_names:
+            raise KDCoreError(f"--init model classes {info.class_names} differ from the data's {data.class_names}")
+        a.arch = info.arch
+    else:
+        model = create_model(a.arch, len(data.class_names), InputSpec(a.size, 1, cfg.mean, cfg.std))
+    objective = Supervised(model, cfg.label_smoothing)
+    final = drive(fit(objective, data, cfg, a.out, a.arch, resume=a.resume, device=a.device,
+                      summary={"objective": "supervised (teacher)", "init": a.init}))
+    if final.get("event") == "done":
+        print(f"best val accuracy {final['best']['accuracy']:.4f} (epoch {final['best']['epoch']}), "
+              f"train time {final['train_time_s'] / 60:.1f} min -> {final['best_dir']}")
+    return 0
+
+
+# --- evaluate ---------------------------------------------------------------------------------------------------
+def _args_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder, or teacher / student (the bundled defaults)")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class")
+    p.add_argument("--json", default=None, help="write the metrics here")
+    p.add_argument("--split", default=None, help="evaluate only one side of this split file")
+    p.add_argument("--side", default="val", choices=["val", "train"])
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from kdcore.evaluate import evaluate, format_report
+
+    result = evaluate(a.model, a.data, split=a.split, side=a.side)
+    print(format_report(result))
+    _write_json(a.json, result)
+    return 0
+
+
+# --- pull / push / space (Hugging Face Hub) ---------------------------------------------------------------------
+def _args_pull(p: argparse.ArgumentParser) -> None:
+    p.add_argument("repo_id", help="OWNER/NAME (or hf-hub:OWNER/NAME); works offline from the HF cache")
+    p.add_argument("--revision", default=None)
+
+
+def cmd_pull(a: argparse.Namespace) -> int:
+    from kdcore.hub import pull_model
+
+    print(pull_model(a.repo_id, a.revision))
+    return 0
+
+
+def _args_push(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="model folder (config.json + model.safetensors)")
+    p.add_argument("repo_id", help="OWNER/NAME")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
+
+
+def cmd_push(a: argparse.Namespace) -> int:
+    from kdcore.hub import push_model
+
+    print(push_model(a.folder, a.repo_id, a.token, a.private))
+    return 0
+
+
+def _args_space(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="empty folder to assemble the Space in")
+    p.add_argument("--teacher", default="teacher", help="model bundled as the teacher (default: models/teacher)")
+    p.add_argument("--student", default="student", help="model bundled as the student (default: models/student)")
+    p.add_argument("--models", nargs="*", default=(), help="Hub repos of the bundled models, for the front matter")
+    p.add_argument("--push", default=None, metavar="OWNER/NAME", help="then upload it to this Space")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
+
+
+def cmd_space(a: argparse.Namespace) -> int:
+    from kdcore.hub import assemble_space, push_space
+
+    folder = assemble_space(a.out, a.teacher, a.student, a.models)
+    print(f"assembled {folder}")
+    if a.push:
+        print(push_space(folder, a.push, a.token, a.private))
+    return 0
+
+
+# --- distill ----------------------------------------------------------------------------------------------------
+def _args_distill(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", default=None, help="teacher model folder, teacher (bundled) or hf-hub:OWNER/NAME")
+    p.add_argument("--student", default=None, help="timm architecture of the new student")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="run folder (config.json, checkpoints, metrics.jsonl, best/)")
+    p.add_argument("--config", default=None, help="JSON config (e.g. an earlier run's config.json)")
+    p.add_argument("--preset", default=None, help="named starting config: short (<= 5 min on 2 CPU cores)")
+    p.add_argument("--loss", default=None, help="weighted terms, e.g. ce=1,kd=1,feat=1,sem=1 (also: rel)")
+    p.add_argument("--feat-distance", choices=("cosine", "l2"), default=None)
+    p.add_argument("--sem-map", choices=("lrp", "gradcam"), default=None)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--no-teacher-cache", action="store_true", help="teacher logits and maps at every step")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+
+
+def cmd_distill(a: argparse.Namespace) -> int:
+    from kdcore.distill import make_config, parse_loss, run
+
+    train = {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "max_images": a.max_images, "seed": a.seed}
+    distill = {"feat_distance": a.feat_distance, "sem_map": a.sem_map, "temperature": a.temperature,
+               "loss": parse_loss(a.loss) if a.loss else None, "teacher_cache": False if a.no_teacher_cache else None}
+    overrides = {"teacher": a.teacher, "student": a.student, "size": a.size,
+                 "train": {k: v for k, v in train.items() if v is not None},
+                 "distill": {k: v for k, v in distill.items() if v is not None}}
+    cfg = make_config(a.preset, a.config, {k: v for k, v in overrides.items() if v is not None})
+    print(f"distil {cfg.teacher} -> {cfg.student} at {cfg.size} px: {cfg.distill.describe()}", flush=True)
+
+    def announce(events):
+        for e in events:
+            if e["event"] == "cache" and e["done"] == e["total"]:
+                print(f"teacher cache: {e['total']} images ({'loaded' if e['cached'] else 'computed'})", flush=True)
+            yield e
+
+    final = drive(announce(run(cfg, a.data, a.out, resume=a.resume, device=a.device, split=a.split)))
+    if final.get("event") == "done":
+        print(f"best val accuracy {final['best']['accuracy']:.4f} (epoch {final['best']['epoch']}), "
+              f"train time {final['train_time_s'] / 60:.1f} min -> {final['best_dir']}")
+    return 0
+
+
+# --- rank (DisWOT) ----------------------------------------------------------------------------------------------
+def _args_rank(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", default="teacher", help="teacher model folder (default: the bundled teacher)")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class (its training split is used)")
+    p.add_argument("--candidates", default=None, help="comma-separated timm architectures (default: the registry)")
+    p.add_argument("--max-params", type=float, default=None, help="drop candidates above this many parameters")
+    p.add_argument("--max-latency-ms", type=float, default=None, help="drop candidates slower than this (batch 1)")
+    p.add_argument("--variant", choices=["original", "thesis"], default="original",
+                   help="original: Grad-CAM maps, squared L2; thesis: LRP maps, cosine distance")
+    p.add_argument("--random-teacher", action="store_true", help="score against a randomly initialised teacher")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batches", type=int, default=1, help="average the score over this many stratified batches")
+    p.add_argument("--inits", type=int, default=1, help="average over this many random initialisations")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batches (and of the random teacher)")
+    p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
+    p.add_argument("--json", default=None, help="write the ranking here")
+
+
+def cmd_rank(a: argparse.Namespace) -> int:
+    from kdcore.candidates import build_candidate, candidate_table
+    from kdcore.data import load_train_data
+    from kdcore.diswot import VARIANTS, rank, sample_inputs
+    from kdcore.models import load_model
+
+    teacher, info = load_model(a.teacher)
+    if a.random_teacher:
+        teacher = build_candidate(info.arch, len(info.class_names), info.spec, a.seed)
+    data = load_train_data(a.data, info.spec.size, a.split)
+    if data.class_names != info.class_names:
+        raise KDCoreError(f"{a.data}: classes {data.class_names} differ from the teacher's {info.class_names}")
+    names = [n.strip() for n in a.candidates.split(",") if n.strip()] if a.candidates else None
+    max_params = int(a.max_params) if a.max_params is not None else None
+    table = {r["name"]: r for r in candidate_table(info.spec, names, max_params, a.max_latency_ms, len(info.class_names))}
+    batches = sample_inputs(data.train.pixels, data.train.labels, info.spec, a.batch_size, a.batches, a.seed)
+    rows = rank(teacher, list(table), batches, info.spec, VARIANTS[a.variant], seeds=tuple(range(a.inits)))
+    out = [{k: r[k] for k in ("name", "score", "m_s", "m_r", "score_std")} | {
+        k: table[r["name"]][k] for k in ("params", "flops", "latency_ms")} for r in rows]
+    print(f"{'#':>2} {'candidate':<28}{'score':>10}{'m_s':>9}{'m_r':>10}{'±':>8}{'params':>9}{'MFLOPs':>9}{'ms':>7}")
+    for i, r in enumerate(out, 1):
+        print(f"{i:>2} {r['name']:<28}{r['score']:>10.4f}{r['m_s']:>9.4f}{r['m_r']:>10.2e}{r['score_std']:>8.4f}"
+              f"{r['params'] / 1e6:>8.2f}M{r['flops'] / 1e6:>9.0f}{r['latency_ms']:>7.1f}")
+    _write_json(a.json, out)
+    return 0
+
+
+# --- explain ----------------------------------------------------------------------------------------------------
+def _args_explain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder, teacher / student, or hf-hub:OWNER/NAME")
+    p.add_argument("--image", required=True, help="image file to explain")
+    p.add_argument("--method", choices=("lrp", "gradcam"), default="lrp")
+    p.add_argument("--target", default=None, help="class index or name to explain (default: the predicted class)")
+    p.add_argument("--out", required=True, help="PNG: the heatmap over the slice at the image's size, with colour bar")
+
+
+def cmd_explain(a: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from kdcore.explain.image import explain_image
+    from kdcore.models import load_model
+
+    model, info = load_model(a.model)
+    names = [str(c) for c in info.class_names]
+    if a.target is None or a.target in names:
+        target = None if a.target is None else names.index(a.target)
+    elif a.target.isdigit():
+        target = int(a.target)
+    else:
+        raise KDCoreError(f"unknown target {a.target!r}: use a class index or one of {', '.join(names)}")
+    result = explain_image(model, info.spec, a.image, a.method, target)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(result.overlay).save(a.out)
+    probs = ", ".join(f"{n} {p:.3f}" for n, p in zip(names, result.probs))
+    print(f"{a.method} map for class {names[result.target]} ({probs}) -> {a.out}")
+    return 0
+
+
+COMMANDS = {
+    "dedup": (_args_dedup, cmd_dedup, "find exact and near-duplicate images"),
+    "split": (_args_split, cmd_split, "make (or show) the dataset's train/validation split"),
+    "train-teacher": (_args_train, cmd_train_teacher, "train a teacher from scratch"),
+    "evaluate": (_args_evaluate, cmd_evaluate, "evaluate a model on a labelled folder"),
+    "distill": (_args_distill, cmd_distill, "distil a teacher into a new student (KD, feature, LRP terms)"),
+    "pull": (_args_pull, cmd_pull, "download a model from the Hugging Face Hub (or its cache)"),
+    "push": (_args_push, cmd_push, "push a model folder to the Hugging Face Hub with a generated card"),
+    "space": (_args_space, cmd_space, "assemble the Gradio Space folder (and push it with --push)"),
+    "rank": (_args_rank, cmd_rank, "rank student architectures for a teacher without training them (DisWOT)"),
+    "explain": (_args_explain, cmd_explain, "explain a prediction on one image as an LRP or Grad-CAM heatmap"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m kdcore", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_args, _, helptext) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=helptext, description=helptext))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except KDCoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (a run folder can be continued with --resume)", file=sys.stderr)
+        return 130

@@ -1,0 +1,105 @@
+"""Teacher outputs computed once per training image instead of once per step.
+
+A frozen teacher gives the same logits and the same explanation map for an image every epoch; only the
+augmentation changes. :func:`build_cache` runs the teacher over the *un-augmented* training images once
+(at the teacher's own resolution) and keeps the logits ``(N, K)`` and the target-class map ``(N, m, m)``;
+during training a cached map is warped with the batch's augmentation ``theta`` (:func:`cached_maps`), so
+it stays aligned with the augmented input. The cache is stored in ``$KDCORE_CACHE/teacher/`` under a key made
+of the teacher's weights, the images and the map settings, so runs that share a teacher share it.
+``docs/distill.md`` gives the measured distance between these shortcuts and per-step teacher outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from typing import Generator
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from kdcore.augment import to_input, warp
+from kdcore.dataset import cache_dir
+from kdcore.distill.losses import match_size
+from kdcore.errors import KDCoreError
+from kdcore.imageio import InputSpec
+
+CACHE_VERSION = "1"
+
+
+@dataclass
+class TeacherCache:
+    """``logits`` ``(N, K)`` and ``maps`` ``(N, m, m)`` (or None) of the un-augmented training images."""
+
+    logits: torch.Tensor
+    maps: torch.Tensor | None = None
+
+
+def cache_key(teacher: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, method: str | None, map_size: int) -> str:
+    """A digest of the teacher's weights, the images and labels, and the map settings."""
+    h = hashlib.sha1(f"{CACHE_VERSION}|{method}|{map_size}|{tuple(pixels.shape)}".encode())
+    for name, t in teacher.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    h.update(pixels.cpu().contiguous().numpy().tobytes())
+    h.update(labels.cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def teacher_maps(teacher: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, map_size: int) -> torch.Tensor:
+    """The teacher's explanation of ``target`` for ``x`` ``(B, C, S, S)``, pooled to ``(B, map_size, map_size)``."""
+    from kdcore.explain import explain
+
+    maps = explain(teacher, x, target, method=method).detach().float()
+    return match_size(maps.unsqueeze(1), (map_size, map_size)).squeeze(1)
+
+
+def build_cache(
+    teacher: nn.Module,
+    spec: InputSpec,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    method: str | None,
+    map_size: int = 32,
+    batch: int = 64,
+    stop: threading.Event | None = None,
+) -> Generator[dict, None, TeacherCache | None]:
+    """Yield ``{"event": "cache", "done", "total"}`` while computing; return the cache (None when stopped).
+
+    ``pixels`` uint8 ``(N, S, S)`` at the teacher's resolution ``spec.size``; ``method`` None skips the maps.
+    """
+    if pixels.shape[-1] != spec.size:
+        raise KDCoreError(f"teacher cache: images are {pixels.shape[-1]} px, the teacher takes {spec.size} px")
+    path = cache_dir() / "teacher" / f"{cache_key(teacher, pixels, labels, method, map_size)}.safetensors"
+    if path.is_file():
+        saved = load_file(str(path))
+        yield {"event": "cache", "done": len(pixels), "total": len(pixels), "cached": True}
+        return TeacherCache(saved["logits"], saved.get("maps"))
+    dev = next(teacher.parameters()).device
+    logits, maps = [], []
+    for i in range(0, len(pixels), batch):
+        if stop is not None and stop.is_set():
+            return None
+        x = to_input(pixels[i : i + batch].to(dev), spec)
+        y = labels[i : i + batch].to(dev)
+        with torch.no_grad():
+            logits.append(teacher(x).float().cpu())
+        if method is not None:
+            maps.append(teacher_maps(teacher, x, y, method, map_size).cpu())
+        yield {"event": "cache", "done": min(i + batch, len(pixels)), "total": len(pixels), "cached": False}
+    cache = TeacherCache(torch.cat(logits), torch.cat(maps) if maps else None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    save_file({"logits": cache.logits} | ({"maps": cache.maps} if cache.maps is not None else {}), str(tmp))
+    os.replace(tmp, path)
+    return cache
+
+
+def cached_maps(maps: torch.Tensor, theta: torch.Tensor | None) -> torch.Tensor:
+    """Cached maps ``(B, m, m)`` moved with the batch's augmentation ``theta`` ``(B, 2, 3)`` -> ``(B, m, m)``."""
+    if theta is None:
+        return maps
+    return warp(maps.unsqueeze(1), theta.to(maps.device)).squeeze(1)

@@ -1,0 +1,225 @@
+"""DisWOT: rank student architectures for a teacher without training them (Dong, Li, Wei, CVPR 2023).
+
+For one mini-batch ``x`` of ``N`` images and ``K`` classes, teacher ``T`` and a randomly initialised student ``S``:
+
+- relation term: ``F`` = the pre-pooling feature map (``model.forward_features``) flattened to ``(N, CHW)``,
+  ``G = rownorm(F Fᵀ)`` ``(N, N)``, ``M_r = d(G_T, G_S)``;
+- semantic term: one class map per class (Grad-CAM at the pre-pooling feature map, or LRP at the input), averaged
+  over the batch and resized to a common ``map_size²`` grid, gives ``A`` ``(K, HW)``; ``S = rownorm(A) rownorm(A)ᵀ``
+  ``(K, K)``, ``M_s = d(S_T, S_S)``. Both terms compare square matrices, so any widths and map sizes mix;
+- ``score = -(M_s + M_r)``, higher is better;
+- ``d`` is the squared L2 distance divided by the number of entries (``||A - B||²_F / n²``, the paper's) or the
+  cosine distance of the flattened matrices (``1 - <A, B>_F / (||A||_F ||B||_F)``, the thesis's).
+
+The teacher's matrices are computed once per ranking (:func:`model_terms`) and compared with each student's
+(:func:`compare`). Models are scored in eval mode; their training flags and ``.grad`` are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdcore.augment import to_input
+from kdcore.candidates import build_candidate
+from kdcore.errors import KDCoreError
+from kdcore.imageio import InputSpec
+from kdcore.models import count_params
+
+MAPS = ("gradcam", "lrp")
+DISTANCES = ("l2", "cosine")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which class maps feed the semantic term and which matrix distance both terms use."""
+
+    maps: str = "gradcam"
+    distance: str = "l2"
+    map_images: int | None = None  # class maps from the first images of each batch only (None: all of them)
+
+
+#: ``original``: the paper's form (Grad-CAM, squared L2); ``thesis``: LRP maps and cosine distance. LRP needs a
+#: full backward pass per class, so its maps are averaged over 16 images of each (class-interleaved) batch.
+VARIANTS = {"original": Variant("gradcam", "l2"), "thesis": Variant("lrp", "cosine", map_images=16)}
+
+
+@dataclass
+class Terms:
+    """One model's matrices per batch: ``grams`` ``[(N, N)]`` and ``similarities`` ``[(K, K)]``."""
+
+    grams: list[torch.Tensor]
+    similarities: list[torch.Tensor]
+
+
+def relation_matrix(features: torch.Tensor) -> torch.Tensor:
+    """``(N, ...)`` features -> ``(N, N)`` Gram matrix ``F Fᵀ`` with L2-normalised rows (float64)."""
+    f = features.flatten(1).double()
+    f = f / f.abs().max().clamp_min(1e-30)  # a global scale (random inits can overflow); rownorm undoes it
+    return F.normalize(f @ f.T, dim=1)
+
+
+def class_similarity(maps: torch.Tensor) -> torch.Tensor:
+    """``(K, P)`` class maps -> ``(K, K)`` cosine similarities between classes (float64)."""
+    a = F.normalize(maps.double(), dim=1)
+    return a @ a.T
+
+
+def matrix_distance(a: torch.Tensor, b: torch.Tensor, distance: str = "l2") -> float:
+    """Distance between two ``(n, n)`` matrices: ``||a - b||²_F / n²`` (``l2``) or ``1 - cos(vec a, vec b)``."""
+    if distance == "l2":
+        return float((a - b).pow(2).sum() / a.shape[0] ** 2)
+    if distance == "cosine":
+        return float(1 - F.cosine_similarity(a.flatten(), b.flatten(), dim=0, eps=1e-12))
+    raise KDCoreError(f"unknown distance {distance!r} (choose from {', '.join(DISTANCES)})")
+
+
+def gradcam_maps(model: nn.Module, features: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Grad-CAM of every class at the pre-pooling map: ``(B, C, h, w)`` features -> ``(K, B, h, w)``.
+
+    Gradients flow only through ``model.forward_head`` (the backbone ran once, without a graph); this equals
+    captum's ``LayerGradCam(..., relu_attributions=True)`` on the layer that outputs ``forward_features``.
+    """
+    a = features.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model.forward_head(a)
+        maps = []
+        for k in range(num_classes):
+            (g,) = torch.autograd.grad(logits[:, k].sum(), a, retain_graph=k < num_classes - 1)
+            maps.append(F.relu((g.mean((2, 3), keepdim=True) * a).sum(1)))
+    return torch.stack(maps).detach()
+
+
+def lrp_maps(model: nn.Module, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """LRP relevance of every class at the input (:func:`kdcore.explain.explain`, EpsilonPlusFlat): ``(K, B, H, W)``."""
+    from kdcore.explain import explain
+
+    return torch.stack([explain(model, x, k, method="lrp") for k in range(num_classes)])
+
+
+def class_maps(model: nn.Module, x: torch.Tensor, method: str = "gradcam", map_size: int = 16,
+               features: torch.Tensor | None = None) -> torch.Tensor:
+    """Batch-averaged per-class maps on a common grid: ``(B, C, H, W)`` -> ``(K, map_size * map_size)``.
+
+    ``features`` (``model.forward_features(x)``) saves a forward pass for Grad-CAM when already computed.
+    """
+    num_classes = model.num_classes
+    if method == "gradcam":
+        feats = model.forward_features(x) if features is None else features
+        if feats.ndim != 4:
+            raise KDCoreError(f"{type(model).__name__}: Grad-CAM needs a (B, C, h, w) feature map, got {tuple(feats.shape)}")
+        maps = gradcam_maps(model, feats, num_classes)
+    elif method == "lrp":
+        maps = lrp_maps(model, x, num_classes)
+    else:
+        raise KDCoreError(f"unknown class maps {method!r} (choose from {', '.join(MAPS)})")
+    mean = maps.mean(1)[None]  # (1, K, h, w)
+    if mean.shape[-1] > map_size:  # LRP maps at input size: average over each cell (no aliasing)
+        return F.adaptive_avg_pool2d(mean, map_size).flatten(2)[0]
+    return F.interpolate(mean, size=(map_size, map_size), mode="bilinear", align_corners=False).flatten(2)[0]
+
+
+@contextmanager
+def scoring_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside; every module's training flag and every parameter's ``.grad`` restored on exit."""
+    flags = {m: m.training for m in model.modules()}
+    grads = {p: p.grad for p in model.parameters()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+        for p, g in grads.items():
+            p.grad = g
+
+
+def model_terms(model: nn.Module, batches: list[torch.Tensor], variant: Variant = Variant(), map_size: int = 16) -> Terms:
+    """The relation and class-similarity matrices of ``model`` on each ``(N, C, H, W)`` batch."""
+    grams, sims = [], []
+    m = variant.map_images
+    with scoring_mode(model):
+        for x in batches:
+            with torch.no_grad():
+                feats = model.forward_features(x)
+            grams.append(relation_matrix(feats))
+            sims.append(class_similarity(class_maps(model, x[:m], variant.maps, map_size, features=feats[:m])))
+    return Terms(grams, sims)
+
+
+def compare(teacher: Terms, student: Terms, distance: str = "l2") -> dict:
+    """``{score, m_s, m_r, score_std, scores}``: means over batches, the spread and the per-batch scores."""
+    m_r = torch.tensor([matrix_distance(t, s, distance) for t, s in zip(teacher.grams, student.grams)])
+    m_s = torch.tensor([matrix_distance(t, s, distance) for t, s in zip(teacher.similarities, student.similarities)])
+    scores = -(m_s + m_r)
+    return {"score": scores.mean().item(), "m_s": m_s.mean().item(), "m_r": m_r.mean().item(),
+            "score_std": scores.std().item() if len(scores) > 1 else 0.0, "scores": scores.tolist()}
+
+
+def stratified_batches(labels: torch.Tensor, batch_size: int = 64, batches: int = 1, seed: int = 0) -> list[torch.Tensor]:
+    """``batches`` disjoint index sets of ``batch_size``, the classes in equal shares and interleaved (seeded).
+
+    Interleaving (class 0, 1, ..., K-1, 0, 1, ...) keeps any prefix of a batch balanced too.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    classes = labels.unique()
+    per_class = [torch.nonzero(labels == c).flatten() for c in classes]
+    per_class = [idx[torch.randperm(len(idx), generator=gen)] for idx in per_class]
+    shares = [batch_size // len(classes) + (i < batch_size % len(classes)) for i in range(len(classes))]
+    out = []
+    for b in range(batches):
+        parts = [idx[b * n : (b + 1) * n] for idx, n in zip(per_class, shares)]
+        if sum(len(p) for p in parts) < batch_size:
+            raise KDCoreError(f"not enough images for {batches} stratified batches of {batch_size}")
+        position = torch.cat([torch.arange(len(p)) * len(parts) + c for c, p in enumerate(parts)])
+        out.append(torch.cat(parts)[position.argsort()])
+    return out
+
+
+def sample_inputs(pixels: torch.Tensor, labels: torch.Tensor, spec: InputSpec, batch_size: int = 64,
+                  batches: int = 1, seed: int = 0) -> list[torch.Tensor]:
+    """Stratified, seeded model inputs ``[(batch_size, C, S, S)]`` from uint8 ``(N, S, S)`` images."""
+    return [to_input(pixels[idx], spec) for idx in stratified_batches(labels, batch_size, batches, seed)]
+
+
+def rank(
+    teacher: nn.Module,
+    names: list[str],
+    batches: list[torch.Tensor],
+    spec: InputSpec,
+    variant: Variant = VARIANTS["original"],
+    seeds: tuple[int, ...] = (0,),
+    map_size: int = 16,
+) -> list[dict]:
+    """Score each candidate architecture ``names`` against ``teacher``; best first.
+
+    ``batches`` are model inputs ``[(N, C, H, W)]`` at ``spec``. Each candidate is built at timm's random
+    initialisation from each seed in ``seeds``; its ``score`` is the mean over seeds and batches, ``score_std`` the
+    spread over both. The teacher's matrices are computed once.
+    """
+    num_classes = teacher.num_classes
+    reference = model_terms(teacher, batches, variant, map_size)
+    rows = []
+    for name in names:
+        t0 = time.perf_counter()
+        per_seed = []
+        for seed in seeds:
+            student = build_candidate(name, num_classes, spec, seed)
+            per_seed.append(compare(reference, model_terms(student, batches, variant, map_size), variant.distance))
+        scores = torch.tensor([s for r in per_seed for s in r["scores"]])
+        rows.append({
+            "name": name,
+            "score": scores.mean().item(),
+            "m_s": sum(r["m_s"] for r in per_seed) / len(per_seed),
+            "m_r": sum(r["m_r"] for r in per_seed) / len(per_seed),
+            "score_std": scores.std().item() if len(scores) > 1 else 0.0,
+            "params": count_params(student),
+            "seconds": round(time.perf_counter() - t0, 3),
+        })
+    return sorted(rows, key=lambda r: -r["score"])

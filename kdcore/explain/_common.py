@@ -1,0 +1,55 @@
+"""What every explanation method shares: the target convention, eval mode for the call, resizing to the input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdcore.errors import KDCoreError
+
+#: ``None`` (the predicted class), one class index for the whole batch, or one per sample ``(B,)``.
+Target = Union[None, int, torch.Tensor]
+
+
+def resolve_targets(logits: torch.Tensor, target: Target) -> torch.Tensor:
+    """The class explained for each sample: int64 ``(B,)`` from logits ``(B, K)`` and ``target``."""
+    b, k = logits.shape
+    if target is None:
+        return logits.detach().argmax(1)
+    t = torch.as_tensor(target, device=logits.device).long().reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(b)
+    if t.shape != (b,):
+        raise KDCoreError(f"target has {t.numel()} entries for a batch of {b}")
+    if bool((t < 0).any() or (t >= k).any()):
+        raise KDCoreError(f"target class out of range 0..{k - 1}: {t.tolist()}")
+    return t
+
+
+def target_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` logit of each sample's target class."""
+    return logits.gather(1, targets[:, None])[:, 0]
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block, then restore each one's own ``training`` flag."""
+    modes = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(B, h, w)`` -> ``(B, H, W)`` by bilinear interpolation (a no-op at equal size)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]

@@ -1,0 +1,77 @@
+"""Heatmap overlays on the uploaded slice, as RGB images with a colour bar, at the upload's own size.
+
+LRP relevance is signed: a diverging map (blue negative, white zero, red positive) on a symmetric scale
+``[-m, m]``; LRP relevance is heavy-tailed (a few pixels hold much of it), so ``m`` is the 99.5th percentile of
+the magnitude and larger values saturate. Grad-CAM is non-negative and smooth: a sequential map (``inferno``) on
+``[0, m]``, ``m`` its maximum.
+The colour's opacity grows with the magnitude, so near-zero regions show the slice. The bar sits inside the right
+edge, labelled with its end values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from PIL import Image, ImageDraw
+
+from kdcore.errors import KDCoreError
+from kdcore.imageio import ImageSource, open_image, to_grey_array
+
+#: method -> (matplotlib colour map, signed scale, percentile of the magnitude that ends the scale)
+COLOUR_MAPS = {"lrp": ("bwr", True, 99.5), "gradcam": ("inferno", False, 100.0)}
+MAX_ALPHA = 0.7
+
+
+def upload_frame(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Undo :func:`kdcore.imageio.square_resize`: a ``(S, S)`` map -> ``(height, width)`` over the original image."""
+    side = max(height, width)
+    square = F.interpolate(torch.as_tensor(heatmap, dtype=torch.float32)[None, None], size=(side, side),
+                           mode="bilinear", align_corners=False)[0, 0].numpy()
+    top, left = (side - height) // 2, (side - width) // 2
+    return square[top : top + height, left : left + width]
+
+
+def _colour_bar(canvas: Image.Image, cmap_name: str, low: float, high: float) -> None:
+    w, h = canvas.size
+    bar_w, bar_h = max(6, w // 40), max(20, h // 2)
+    x0, y0 = w - bar_w - max(4, w // 50), (h - bar_h) // 2
+    ramp = colormaps[cmap_name](np.linspace(1.0, 0.0, bar_h))[:, None, :3].repeat(bar_w, 1)
+    canvas.paste(Image.fromarray((ramp * 255).astype(np.uint8)), (x0, y0))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((x0 - 1, y0 - 1, x0 + bar_w, y0 + bar_h), outline=(255, 255, 255))
+    for value, y in ((high, y0 - 12), (low, y0 + bar_h + 2)):
+        text = f"{value:.2g}"
+        draw.text((max(0, x0 + bar_w - 6 * len(text)), min(max(0, y), h - 11)), text, fill=(255, 255, 255))
+
+
+def map_scale(heatmaps: list[np.ndarray | torch.Tensor], method: str = "lrp") -> float:
+    """The end ``m`` of ``method``'s colour scale over one or more maps, so that several overlays can share it."""
+    percentile = COLOUR_MAPS[method][2]
+    mag = np.concatenate([np.abs(np.asarray(torch.as_tensor(h).detach().float().cpu())).ravel() for h in heatmaps])
+    return float(np.percentile(mag, percentile)) or float(mag.max()) or 1.0
+
+
+def render_overlay(image: ImageSource, heatmap: np.ndarray | torch.Tensor, method: str = "lrp",
+                   scale: float | None = None) -> np.ndarray:
+    """The slice ``image`` (file, bytes or PIL image) with ``heatmap`` ``(S, S)`` over it: uint8 ``(H, W, 3)``.
+
+    ``heatmap`` is a map on the model's square input (as :func:`kdcore.explain.explain` returns it); ``(H, W)`` is
+    the upload's own size. ``scale``: the end of the colour scale (e.g. :func:`map_scale` of maps to compare);
+    default: this map's own.
+    """
+    if method not in COLOUR_MAPS:
+        raise KDCoreError(f"unknown explanation method {method!r}: choose from {', '.join(COLOUR_MAPS)}")
+    cmap_name, signed, _ = COLOUR_MAPS[method]
+    grey = to_grey_array(open_image(image))
+    heat = upload_frame(np.asarray(torch.as_tensor(heatmap).detach().float().cpu()), *grey.shape)
+    top = scale or map_scale([heat], method)
+    low = -top if signed else 0.0
+    unit = np.clip((heat - low) / (top - low), 0.0, 1.0)
+    colour = colormaps[cmap_name](unit)[..., :3]
+    alpha = MAX_ALPHA * np.clip(np.abs(heat) / top, 0.0, 1.0)[..., None]
+    rgb = (1 - alpha) * grey[..., None] + alpha * colour
+    canvas = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
+    _colour_bar(canvas, cmap_name, low, top)
+    return np.asarray(canvas)

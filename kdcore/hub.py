@@ -1,0 +1,151 @@
+"""Hugging Face Hub I/O: pull and push model folders, assemble and push the Gradio Space.
+
+A pushed model is exactly a kdcore model folder (``config.json`` + ``model.safetensors`` + ``README.md`` card with
+a model-index), so ``timm.create_model("hf-hub:OWNER/NAME", pretrained=True)`` and ``kdcore.models.load_model``
+both load it. Never a pickle. Hub and network failures become one-line :class:`KDCoreError` messages.
+Tokens: an explicit ``token`` argument, else huggingface_hub's own lookup (``HF_TOKEN``, then the stored login).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from kdcore.errors import KDCoreError
+from kdcore.models import BUNDLED, REPO_ROOT, WEIGHTS
+
+#: What a model repo holds; nothing else is pulled or pushed.
+MODEL_FILES = ("config.json", WEIGHTS, "README.md")
+SPACE_TEMPLATE = REPO_ROOT / "spaces"
+
+
+@contextmanager
+def _hub_errors(what: str) -> Iterator[None]:
+    """Turn huggingface_hub / network exceptions into one-line :class:`KDCoreError`s."""
+    import httpx2
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except GatedRepoError:
+        raise KDCoreError(f"{what}: the repo is gated; accept its terms on the Hub and use a token") from None
+    except RepositoryNotFoundError:
+        raise KDCoreError(f"{what}: repo not found (or private and no valid token)") from None
+    except RevisionNotFoundError:
+        raise KDCoreError(f"{what}: revision not found") from None
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
+        raise KDCoreError(f"{what}: not in the local Hub cache and the Hub cannot be reached (offline)") from None
+    except HFValidationError as e:
+        raise KDCoreError(f"{what}: invalid repo id ({str(e).splitlines()[0]})") from None
+    except HfHubHTTPError as e:
+        raise KDCoreError(f"{what}: Hub error ({str(e).splitlines()[0]})") from None
+    except (httpx2.HTTPError, ConnectionError, TimeoutError) as e:
+        raise KDCoreError(f"{what}: cannot reach the Hub ({type(e).__name__})") from None
+
+
+def _repo_id(ref: str) -> str:
+    repo_id = ref.removeprefix("hf-hub:").strip()
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise KDCoreError(f"{ref!r}: a Hub repo id looks like OWNER/NAME")
+    return repo_id
+
+
+def pull_model(repo_id: str, revision: str | None = None) -> Path:
+    """Download (or find in the HF cache, also with ``HF_HUB_OFFLINE=1``) a model repo; return its local folder."""
+    from huggingface_hub import snapshot_download
+
+    repo_id = _repo_id(repo_id)
+    with _hub_errors(repo_id):
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(MODEL_FILES)))
+    missing = [f for f in ("config.json", WEIGHTS) if not (folder / f).is_file()]
+    if missing:
+        raise KDCoreError(f"{repo_id}: not a kdcore/timm safetensors model (missing {', '.join(missing)})")
+    return folder
+
+
+def push_model(folder: str | os.PathLike, repo_id: str, token: str | None = None, private: bool = False) -> str:
+    """Push a model folder to ``repo_id`` in one commit, with a freshly generated card; return the repo URL.
+
+    Uploads ``config.json``, ``model.safetensors`` and ``README.md`` only. The card (model-index metrics,
+    training summary, data, intended use, limitations) names ``repo_id`` in its loading snippet.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from kdcore.card import model_card_text
+    from kdcore.models import count_params, load_model
+
+    repo_id = _repo_id(repo_id)
+    model, info = load_model(folder)  # also proves the weights fit the config
+    card = model_card_text(info, count_params(model), repo_id=repo_id)
+    api = HfApi(token=token or None)
+    with _hub_errors(repo_id):
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        ops = [CommitOperationAdd(f, str(Path(folder) / f)) for f in ("config.json", WEIGHTS)]
+        ops.append(CommitOperationAdd("README.md", card.encode()))
+        api.create_commit(repo_id, ops, commit_message=f"Upload {info.arch} from kdcore")
+    return str(url)
+
+
+def assemble_space(
+    out_dir: str | os.PathLike,
+    teacher: str = "teacher",
+    student: str = "student",
+    models: Sequence[str] = (),
+) -> Path:
+    """Write a deployable Gradio Space folder: ``app.py``, ``kdcore/``, the two default models, ``samples/``,
+    ``requirements.txt`` and the ``README.md`` front matter from ``spaces/`` (``models`` set to ``models`` if given).
+    """
+    from huggingface_hub import SpaceCard
+
+    from kdcore.models import resolve_model_path
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise KDCoreError(f"{out}: exists and is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO_ROOT / "app.py", out / "app.py")
+    shutil.copytree(REPO_ROOT / "kdcore", out / "kdcore", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(SPACE_TEMPLATE / "requirements.txt", out / "requirements.txt")
+    for name, ref in (("teacher", teacher), ("student", student)):
+        src = resolve_model_path(ref)
+        if not (src / WEIGHTS).is_file():
+            raise KDCoreError(f"{ref}: no model to bundle as the Space's {name} ({src})")
+        dest = out / BUNDLED[name].relative_to(REPO_ROOT)
+        dest.mkdir(parents=True)
+        for f in MODEL_FILES:
+            if (src / f).is_file():
+                shutil.copy2(src / f, dest / f)
+    samples = REPO_ROOT / "samples"
+    if samples.is_dir():
+        shutil.copytree(samples, out / "samples", ignore=shutil.ignore_patterns(".*"))
+    card = SpaceCard.load(SPACE_TEMPLATE / "README.md")
+    if models:
+        card.data.models = [_repo_id(m) for m in models]
+    card.save(out / "README.md")
+    return out
+
+
+def push_space(folder: str | os.PathLike, repo_id: str, token: str | None = None, private: bool = False) -> str:
+    """Create (if needed) a Gradio Space ``repo_id`` and upload an assembled folder to it; return the Space URL."""
+    from huggingface_hub import HfApi
+
+    repo_id = _repo_id(repo_id)
+    if not (Path(folder) / "app.py").is_file():
+        raise KDCoreError(f"{folder}: not an assembled Space (no app.py); run `python -m kdcore space` first")
+    api = HfApi(token=token or None)
+    with _hub_errors(repo_id):
+        url = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=str(folder),
+                          commit_message="Deploy the kdcore app", ignore_patterns=["*.pyc", "__pycache__/*"])
+    return str(url)

@@ -1,0 +1,248 @@
+"""What the app does, without the UI: diagnose a slice with two models, keep the model list, zip a model folder.
+
+Every function here takes and returns plain Python / numpy / torch values, so the Gradio callbacks in ``app.py``
+only translate between widgets and these calls (and the same calls serve tests and the latency benchmark).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from kdcore.augment import to_input
+from kdcore.errors import KDCoreError
+from kdcore.explain import explain
+from kdcore.explain.render import map_scale, render_overlay
+from kdcore.imageio import ImageDecodeError, ImageSource, open_image, square_resize, to_grey_array
+from kdcore.models import BUNDLED, WEIGHTS, ModelInfo, count_params, load_model, resolve_model_path
+
+#: Explanation methods shown under each model, with one line on what each shows.
+METHODS = {
+    "lrp": "LRP: how much each pixel contributed to the predicted class, traced back layer by layer (red for, "
+           "blue against).",
+    "gradcam": "Grad-CAM: which regions of the last convolutional stage drive the predicted class (coarse, "
+               "always >= 0).",
+}
+NOTICE = "Research use only. Not a medical device: not for diagnosis or any clinical decision."
+
+
+# --- models -------------------------------------------------------------------------------------------------------
+class ModelStore:
+    """The app's model list: display name -> model reference (folder, ``teacher``/``student``, ``hf-hub:...``).
+
+    Loaded models are cached (a few, least recently used dropped first), keyed by folder and weights mtime, so a
+    re-exported folder is reloaded. Thread-safe: callbacks of several sessions run at once.
+    """
+
+    def __init__(self, refs: dict[str, str] | None = None, cache_size: int = 6) -> None:
+        self._refs: dict[str, str] = dict(refs or {})
+        self._cache: OrderedDict[tuple, tuple[nn.Module, ModelInfo]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    @classmethod
+    def with_defaults(cls, teacher: str | None = None, student: str | None = None) -> "ModelStore":
+        """``teacher``/``student`` refs (default: env ``KDCORE_TEACHER``/``KDCORE_STUDENT``, else the bundled ones)."""
+        refs = {"teacher": teacher or os.environ.get("KDCORE_TEACHER") or "teacher",
+                "student": student or os.environ.get("KDCORE_STUDENT") or "student"}
+        return cls(refs)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._refs)
+
+    def add(self, name: str, ref: str | os.PathLike) -> str:
+        """Add (or replace) ``name``; returns the name."""
+        with self._lock:
+            self._refs[name] = str(ref)
+        return name
+
+    def ref(self, name: str) -> str:
+        with self._lock:
+            if name not in self._refs:
+                raise KDCoreError(f"{name!r} is not in the model list")
+            return self._refs[name]
+
+    def folder(self, name: str) -> Path:
+        return resolve_model_path(self.ref(name))
+
+    def get(self, name: str) -> tuple[nn.Module, ModelInfo]:
+        """The loaded model (eval mode, CPU) and its info."""
+        folder = self.folder(name)
+        weights = folder / WEIGHTS
+        if not weights.is_file():
+            hint = " (the bundled defaults are not there yet)" if folder in BUNDLED.values() else ""
+            raise KDCoreError(f"{name}: no model at {folder}{hint}")
+        key = (str(folder), weights.stat().st_mtime_ns)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        loaded = load_model(folder)
+        with self._lock:
+            self._cache[key] = loaded
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return loaded
+
+
+def zip_model(folder: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """``OUT_DIR/<name>.zip`` of a model folder's ``config.json``, ``model.safetensors`` and ``README.md``."""
+    from kdcore.hub import MODEL_FILES
+
+    folder = Path(folder)
+    if not (folder / WEIGHTS).is_file():
+        raise KDCoreError(f"{folder}: not a model folder")
+    out = Path(out_dir) / f"{folder.parent.name if folder.name == 'best' else folder.name}.zip"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in MODEL_FILES:
+            if (folder / f).is_file():
+                z.write(folder / f, f"{out.stem}/{f}")
+    return out
+
+
+# --- diagnose -----------------------------------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """One model's answer on one slice."""
+
+    name: str
+    arch: str
+    class_names: list[str]
+    probs: np.ndarray  # (K,)
+    inference_ms: float
+    params: int
+    size_bytes: int
+    pixels: np.ndarray  # (S, S) uint8: the model's view of the slice
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (S, S) float32
+    explain_ms: dict[str, float] = field(default_factory=dict)
+    overlays: dict[str, np.ndarray] = field(default_factory=dict)  # method -> uint8 (H, W, 3), colour bar included
+
+    @property
+    def label(self) -> str:
+        return self.class_names[int(self.probs.argmax())]
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probs.max())
+
+
+@dataclass
+class Diagnosis:
+    teacher: Prediction
+    student: Prediction
+    seconds: float  # wall time from file to all results
+
+    @property
+    def agree(self) -> bool:
+        return self.teacher.label == self.student.label
+
+    def agreement(self) -> str:
+        """One plain sentence on whether teacher and student agree."""
+        t, s = self.teacher, self.student
+        if self.agree:
+            return (f"Teacher and student agree: both predict **{t.label}** "
+                    f"(teacher {t.confidence:.0%}, student {s.confidence:.0%}).")
+        return (f"Teacher and student **disagree**: the teacher predicts **{t.label}** ({t.confidence:.0%}), "
+                f"the student **{s.label}** ({s.confidence:.0%}).")
+
+
+def predict(model: nn.Module, info: ModelInfo, pixels: np.ndarray, name: str,
+            methods: tuple[str, ...] = tuple(METHODS)) -> Prediction:
+    """Probabilities and explanation maps of one model for one decoded slice ``(S, S)`` uint8 at its own size."""
+    x = to_input(torch.tensor(pixels)[None], info.spec)  # (1, C, S, S)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        probs = model(x).softmax(1)[0]
+    ms = (time.perf_counter() - t0) * 1000
+    target = int(probs.argmax())
+    maps, explain_ms = {}, {}
+    for method in methods:
+        t0 = time.perf_counter()
+        maps[method] = explain(model, x, target, method=method)[0].detach().float().numpy()
+        explain_ms[method] = (time.perf_counter() - t0) * 1000
+    folder = Path(info.path) if info.path else None
+    size = (folder / WEIGHTS).stat().st_size if folder and (folder / WEIGHTS).is_file() else 0
+    return Prediction(name, info.arch, list(info.class_names), probs.numpy(), ms, count_params(model), size, pixels,
+                      maps, explain_ms)
+
+
+def diagnose(image: ImageSource, store: ModelStore, teacher: str = "teacher", student: str = "student",
+             methods: tuple[str, ...] = tuple(METHODS), display_size: int = 384) -> Diagnosis:
+    """Decode ``image`` once, predict and explain it with both models, render the overlays.
+
+    Overlays are drawn over the slice at its own aspect, longer side at most ``display_size``, with one colour
+    scale per method shared by teacher and student.
+
+    Raises :class:`KDCoreError` (one line) for an unreadable image, a missing model or mismatched classes.
+    """
+    t0 = time.perf_counter()
+    (tm, ti), (sm, si) = store.get(teacher), store.get(student)
+    if list(ti.class_names) != list(si.class_names):
+        raise KDCoreError(f"{teacher} and {student} have different classes ({ti.class_names} vs {si.class_names})")
+    try:
+        grey = to_grey_array(open_image(image))
+    except ImageDecodeError as e:
+        msg = str(e)
+        if isinstance(image, (str, os.PathLike)):  # show the file's name, not the server's temp path
+            msg = msg.replace(os.fspath(image), Path(image).name)
+        raise KDCoreError(msg) from None
+    decoded = {size: square_resize(grey, size) for size in {ti.spec.size, si.spec.size}}
+    tp = predict(tm, ti, decoded[ti.spec.size], teacher, methods)
+    sp = predict(sm, si, decoded[si.spec.size], student, methods)
+    shown = _display_image(grey, display_size)
+    for method in methods:  # one colour scale per method, shared by teacher and student
+        scale = map_scale([tp.maps[method], sp.maps[method]], method)
+        for p in (tp, sp):
+            p.overlays[method] = render_overlay(shown, p.maps[method], method, scale)
+    return Diagnosis(tp, sp, time.perf_counter() - t0)
+
+
+def _display_image(grey: np.ndarray, size: int) -> Image.Image:
+    """The slice ``(H, W)`` in [0, 1] as an 8-bit greyscale image, its longer side at most ``size``."""
+    img = Image.fromarray(np.round(grey * 255).astype(np.uint8), mode="L")
+    img.thumbnail((size, size), Image.Resampling.BILINEAR)
+    return img
+
+
+# --- rank ---------------------------------------------------------------------------------------------------------
+def rank_students(
+    store: ModelStore,
+    teacher: str,
+    data: str,
+    names: list[str] | None = None,
+    max_params: int | None = None,
+    max_latency_ms: float | None = None,
+    variant: str = "original",
+    batch_size: int = 64,
+) -> list[dict]:
+    """DisWOT ranking of candidate students (default: :data:`kdcore.candidates.CANDIDATES`) for ``teacher``.
+
+    Candidates over ``max_params`` / ``max_latency_ms`` are dropped before scoring. Returns rows best first:
+    ``{name, family, score, m_s, m_r, params, flops, latency_ms}``.
+    """
+    from kdcore.candidates import candidate_table
+    from kdcore.data import load_train_data
+    from kdcore.diswot import VARIANTS, rank, sample_inputs
+
+    if variant not in VARIANTS:
+        raise KDCoreError(f"unknown DisWOT variant {variant!r}: choose from {', '.join(VARIANTS)}")
+    model, info = store.get(teacher)
+    train = load_train_data(data, info.spec.size)
+    if list(train.class_names) != list(info.class_names):
+        raise KDCoreError(f"{data}: classes {train.class_names} differ from the teacher's {info.class_names}")
+    table = {r["name"]: r for r in candidate_table(info.spec, names, max_params, max_latency_ms, len(info.class_names))}
+    batches = sample_inputs(train.train.pixels, train.train.labels, info.spec, batch_size)
+    rows = rank(model, list(table), batches, info.spec, VARIANTS[variant])
+    return [table[r["name"]] | {k: r[k] for k in ("score", "m_s", "m_r")} for r in rows]

@@ -1,0 +1,156 @@
+"""The distiller objective, the teacher cache, run configs, resume and the ``distill`` CLI on tiny data."""
+
+import json
+import threading
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kdcore.augment import AugmentConfig, random_affine
+from kdcore.cli import main
+from kdcore.data import load_train_data
+from kdcore.distill import DistillConfig, Distiller, RunConfig, make_config, parse_loss, run
+from kdcore.distill.teacher_cache import build_cache, cached_maps, teacher_maps
+from kdcore.errors import KDCoreError
+from kdcore.imageio import InputSpec
+from kdcore.models import create_model, load_model
+from kdcore.train import TrainConfig, run_to_end
+
+SPEC = InputSpec(size=32)
+ALL_TERMS = {"ce": 1.0, "kd": 1.0, "feat": 1.0, "sem": 1.0, "rel": 1.0}
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    return tmp_path_factory.mktemp("split") / "split.json"
+
+
+@pytest.fixture(scope="module")
+def data(tiny_data, split):
+    return load_train_data(str(tiny_data), 32, split)
+
+
+def _cfg(tiny_model_dir, loss=None, epochs=2, **distill) -> RunConfig:
+    return RunConfig(teacher=str(tiny_model_dir), student="test_resnet", size=32,
+                     train=TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, warmup_epochs=0.5, seed=3),
+                     distill=DistillConfig(loss=loss or ALL_TERMS, **distill))
+
+
+def test_distiller_keeps_teacher_frozen_and_trains_student_and_projector(tiny_model_dir, data):
+    teacher, info = load_model(tiny_model_dir)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = create_model("test_resnet", 4, SPEC)
+    d = Distiller(student, teacher, SPEC, info.spec, DistillConfig(loss=ALL_TERMS, teacher_cache=False), 0.1)
+    d.train()
+    assert d.student.training and not d.teacher.training
+    assert all(not p.requires_grad for p in d.teacher.parameters())
+    x, y = torch.randn(4, 1, 32, 32), data.train.labels[:4]
+    logits, terms = d(x, y, None, torch.arange(4))
+    assert logits.shape == (4, 4) and list(terms) == list(ALL_TERMS)
+    sum(terms.values()).backward()
+    assert all(p.grad is not None for p in d.projector.parameters())
+    assert all(p.grad is None for p in d.teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in d.student.parameters())
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # BN stats untouched
+
+
+def test_config_round_trip_and_precedence(tmp_path):
+    cfg = make_config("short", overrides={"teacher": "t", "train": {"seed": 7},
+                                          "distill": {"loss": {"ce": 1, "sem": 0.5}, "sem_map": "gradcam"}})
+    assert cfg.size == 64 and cfg.train.seed == 7 and cfg.train.epochs == make_config("short").train.epochs
+    assert cfg.distill.weights == {"ce": 1.0, "sem": 0.5}  # the loss is replaced as a whole
+    (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
+    again = make_config(file=tmp_path / "c.json")
+    assert again == cfg and RunConfig.from_dict(json.loads(json.dumps(again.to_dict()))) == cfg
+    assert parse_loss("ce=1, kd=0.5,feat") == {"ce": 1.0, "kd": 0.5, "feat": 1.0}
+    with pytest.raises(KDCoreError, match="unknown loss"):
+        DistillConfig(loss={"ce": 1, "foo": 1})
+    with pytest.raises(KDCoreError, match="sem map"):
+        DistillConfig(sem_map="saliency")
+    with pytest.raises(KDCoreError, match="preset"):
+        make_config("long")
+
+
+def test_teacher_cache_reused_and_warped(tiny_model_dir, data):
+    teacher, info = load_model(tiny_model_dir)
+    pix, lab = data.train.pixels[:10], data.train.labels[:10]
+    events = []
+    gen = build_cache(teacher, info.spec, pix, lab, "lrp", map_size=16, batch=4)
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        cache = stop.value
+    assert [e["done"] for e in events] == [4, 8, 10] and not events[0]["cached"]
+    assert cache.logits.shape == (10, 4) and cache.maps.shape == (10, 16, 16)
+    again = list(build_cache(teacher, info.spec, pix, lab, "lrp", map_size=16))
+    assert again[0]["cached"]
+    identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(10, 2, 3)
+    assert torch.allclose(cached_maps(cache.maps, identity), cache.maps, atol=1e-5)
+    theta = random_affine(10, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert cached_maps(cache.maps, theta).shape == (10, 16, 16)
+    x = (pix[:2].float() / 255 - info.spec.mean).div(info.spec.std).unsqueeze(1)
+    assert torch.allclose(teacher_maps(teacher, x, lab[:2], "lrp", 16), cache.maps[:2], atol=1e-5)
+
+
+def test_export_holds_only_the_student(tiny_model_dir, tiny_data, split, tmp_path):
+    cfg = _cfg(tiny_model_dir, epochs=1)
+    final = run_to_end(run(cfg, str(tiny_data), tmp_path / "r", split=split))
+    assert final["event"] == "done"
+    keys = set(load_file(str(tmp_path / "r" / "best" / "model.safetensors")))
+    student_keys = set(create_model("test_resnet", 4, SPEC).state_dict())
+    assert keys == student_keys and not any(k.startswith(("projector", "teacher")) for k in keys)
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert RunConfig.from_dict(saved) == cfg  # the run's config.json is a valid --config
+    ckpt = load_file(str(tmp_path / "r" / "checkpoint.safetensors"))
+    assert any(k.startswith("model.projector.") for k in ckpt) and not any(k.startswith("model.teacher.") for k in ckpt)
+    _, info = load_model(tmp_path / "r" / "best")
+    assert "kd" in info.summary["loss"] and info.summary["teacher"] == str(tiny_model_dir)
+
+
+def test_resume_after_stop_matches_uninterrupted_run(tiny_model_dir, tiny_data, split, tmp_path):
+    cfg = _cfg(tiny_model_dir, epochs=2)
+    run_to_end(run(cfg, str(tiny_data), tmp_path / "full", split=split))
+    stop = threading.Event()
+    for e in run(cfg, str(tiny_data), tmp_path / "cut", stop=stop, split=split):
+        if e["event"] == "step" and e["epoch"] == 1 and e["step"] == 2:
+            stop.set()
+    assert e["event"] == "stopped"
+    other = _cfg(tiny_model_dir, epochs=2, feat_distance="l2")
+    with pytest.raises(KDCoreError, match="different distill"):
+        run_to_end(run(other, str(tiny_data), tmp_path / "cut", resume=True, split=split))
+    final = run_to_end(run(cfg, str(tiny_data), tmp_path / "cut", resume=True, split=split))
+    assert final["event"] == "done" and len(final["history"]) == 2
+    full = load_file(str(tmp_path / "full" / "checkpoint.safetensors"))
+    cut = load_file(str(tmp_path / "cut" / "checkpoint.safetensors"))
+    assert full.keys() == cut.keys()
+    assert all(torch.allclose(full[k], cut[k], atol=1e-6) for k in full)
+
+
+def test_student_alone_and_per_step_teacher(tiny_model_dir, tiny_data, split, tmp_path):
+    alone = run_to_end(run(_cfg(tiny_model_dir, {"ce": 1}, epochs=1), str(tiny_data), tmp_path / "a", split=split))
+    _, info = load_model(alone["best_dir"])
+    assert info.summary["objective"] == "supervised (student alone)"
+    per_step = _cfg(tiny_model_dir, {"ce": 1, "kd": 1, "sem": 1}, epochs=1, sem_map="gradcam", teacher_cache=False)
+    final = run_to_end(run(per_step, str(tiny_data), tmp_path / "p", split=split))
+    assert final["event"] == "done" and set(final["history"][0]) >= {"train_kd", "train_sem"}
+
+
+def test_cli_short_preset(tiny_model_dir, tiny_data, split, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["distill", "--teacher", str(tiny_model_dir), "--data", str(tiny_data), "--preset", "short",
+            "--size", "32", "--epochs", "1", "--split", str(split), "--out", str(out)]
+    assert main(argv) == 0
+    assert (out / "best" / "model.safetensors").is_file()
+    assert "teacher cache" in capsys.readouterr().out
+    assert main(argv) == 2  # the folder holds a run: one-line error, no traceback
+    assert main(argv + ["--resume"]) == 0
+    assert main(argv[:-2] + ["--out", str(tmp_path / "x"), "--loss", "ce=1,bogus=2"]) == 2
+
+
+def test_sem_refuses_a_student_without_second_derivative(tiny_model_dir):
+    teacher, info = load_model(tiny_model_dir)
+    student = create_model("mobilenetv3_small_050", 4, SPEC)  # Hardsigmoid: no double backward in PyTorch
+    with pytest.raises(KDCoreError, match="cannot train this student"):
+        Distiller(student, teacher, SPEC, info.spec, DistillConfig(loss={"ce": 1, "sem": 1}))

