@@ -131,7 +131,7 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="/work/shared/data/brain-tumor-mri/train")
+    p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
     p.add_argument("--teacher", default="teacher")
     p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
     p.add_argument("--students", default="mobilenetv2_035,test_resnet", help="comma list of timm archs")

@@ -127,7 +127,7 @@ def step_costs(teacher, tspec, student_arch: str, spec: InputSpec, pixels, label
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="/work/shared/data/brain-tumor-mri/train")
+    p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
     p.add_argument("--teacher", default="teacher")
     p.add_argument("--student", default="mobilenetv2_035", help="a student every term can train")
     p.add_argument("--size", type=int, default=64, help="student resolution")

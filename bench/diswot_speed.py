@@ -30,8 +30,8 @@ THESIS_SUBSET = ["lcnet_035", "mobilenetv3_small_100", "mobilenetv2_100", "effic
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="/work/shared/data/brain-tumor-mri/train")
-    p.add_argument("--teacher", default="runs/teacher-r18-128/best")
+    p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
+    p.add_argument("--teacher", default="teacher")
     p.add_argument("--out", default=str(RESULTS / "diswot_speed"))
     a = p.parse_args(argv)
     teacher, info = load_model(a.teacher)

@@ -231,7 +231,7 @@ def plot(done: dict, proxies_now: dict, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="/work/shared/data/brain-tumor-mri/train")
+    p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
     p.add_argument("--teacher", default="runs/teacher-r18-128/best")
     p.add_argument("--split", default=None)
     p.add_argument("--candidates", default=",".join(BENCH_CANDIDATES))

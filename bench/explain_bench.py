@@ -131,7 +131,7 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="/work/shared/data/brain-tumor-mri/train")
+    p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
     p.add_argument("--teacher", default="teacher" if BUNDLED["teacher"].exists() else "runs/teacher-r18-128/best")
     p.add_argument("--student", default="student" if BUNDLED["student"].exists() else None)
     p.add_argument("--n", type=int, default=200, help="validation images (the split's first N)")

@@ -35,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="/work/shared/data/brain-tumor-mri/train")
+    p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
     p.add_argument("--teacher", default="teacher")
     p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
     p.add_argument("--seeds", default="0,1,2")

@@ -258,24 +258,19 @@ def _args_rank(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_rank(a: argparse.Namespace) -> int:
-    from kdcore.candidates import build_candidate, candidate_table
-    from kdcore.data import load_train_data
-    from kdcore.diswot import VARIANTS, rank, sample_inputs
+    from kdcore.candidates import build_candidate
+    from kdcore.diswot import rank_for_teacher
     from kdcore.models import load_model
 
     teacher, info = load_model(a.teacher)
     if a.random_teacher:
         teacher = build_candidate(info.arch, len(info.class_names), info.spec, a.seed)
-    data = load_train_data(a.data, info.spec.size, a.split)
-    if data.class_names != info.class_names:
-        raise KDCoreError(f"{a.data}: classes {data.class_names} differ from the teacher's {info.class_names}")
     names = [n.strip() for n in a.candidates.split(",") if n.strip()] if a.candidates else None
-    max_params = int(a.max_params) if a.max_params is not None else None
-    table = {r["name"]: r for r in candidate_table(info.spec, names, max_params, a.max_latency_ms, len(info.class_names))}
-    batches = sample_inputs(data.train.pixels, data.train.labels, info.spec, a.batch_size, a.batches, a.seed)
-    rows = rank(teacher, list(table), batches, info.spec, VARIANTS[a.variant], seeds=tuple(range(a.inits)))
-    out = [{k: r[k] for k in ("name", "score", "m_s", "m_r", "score_std")} | {
-        k: table[r["name"]][k] for k in ("params", "flops", "latency_ms")} for r in rows]
+    rows = rank_for_teacher(teacher, info.spec, info.class_names, a.data, names,
+                            int(a.max_params) if a.max_params is not None else None, a.max_latency_ms, a.variant,
+                            a.batch_size, a.batches, a.inits, a.seed, a.split)
+    keys = ("name", "score", "m_s", "m_r", "score_std", "params", "flops", "latency_ms")
+    out = [{k: r[k] for k in keys} for r in rows]
     print(f"{'#':>2} {'candidate':<28}{'score':>10}{'m_s':>9}{'m_r':>10}{'±':>8}{'params':>9}{'MFLOPs':>9}{'ms':>7}")
     for i, r in enumerate(out, 1):
         print(f"{i:>2} {r['name']:<28}{r['score']:>10.4f}{r['m_s']:>9.4f}{r['m_r']:>10.2e}{r['score_std']:>8.4f}"

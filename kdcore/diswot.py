@@ -223,3 +223,36 @@ def rank(
             "seconds": round(time.perf_counter() - t0, 3),
         })
     return sorted(rows, key=lambda r: -r["score"])
+
+
+def rank_for_teacher(
+    teacher: nn.Module,
+    spec: InputSpec,
+    class_names: list[str],
+    data: str,
+    names: list[str] | None = None,
+    max_params: int | None = None,
+    max_latency_ms: float | None = None,
+    variant: str = "original",
+    batch_size: int = 64,
+    batches: int = 1,
+    inits: int = 1,
+    seed: int = 0,
+    split: str | None = None,
+) -> list[dict]:
+    """The whole ranking the CLI and the app run: candidate table (limits applied first), stratified batches from
+    the training side of ``data``'s split, scores. Rows best first:
+    ``{name, family, score, m_s, m_r, score_std, params, flops, latency_ms}``.
+    """
+    from kdcore.candidates import candidate_table
+    from kdcore.data import load_train_data
+
+    if variant not in VARIANTS:
+        raise KDCoreError(f"unknown DisWOT variant {variant!r}: choose from {', '.join(VARIANTS)}")
+    train = load_train_data(data, spec.size, split)
+    if list(train.class_names) != list(class_names):
+        raise KDCoreError(f"{data}: classes {train.class_names} differ from the teacher's {class_names}")
+    table = {r["name"]: r for r in candidate_table(spec, names, max_params, max_latency_ms, len(class_names))}
+    inputs = sample_inputs(train.train.pixels, train.train.labels, spec, batch_size, batches, seed)
+    rows = rank(teacher, list(table), inputs, spec, VARIANTS[variant], seeds=tuple(range(inits)))
+    return [table[r["name"]] | {k: r[k] for k in ("score", "m_s", "m_r", "score_std")} for r in rows]

@@ -232,17 +232,8 @@ def rank_students(
     Candidates over ``max_params`` / ``max_latency_ms`` are dropped before scoring. Returns rows best first:
     ``{name, family, score, m_s, m_r, params, flops, latency_ms}``.
     """
-    from kdcore.candidates import candidate_table
-    from kdcore.data import load_train_data
-    from kdcore.diswot import VARIANTS, rank, sample_inputs
+    from kdcore.diswot import rank_for_teacher
 
-    if variant not in VARIANTS:
-        raise KDCoreError(f"unknown DisWOT variant {variant!r}: choose from {', '.join(VARIANTS)}")
     model, info = store.get(teacher)
-    train = load_train_data(data, info.spec.size)
-    if list(train.class_names) != list(info.class_names):
-        raise KDCoreError(f"{data}: classes {train.class_names} differ from the teacher's {info.class_names}")
-    table = {r["name"]: r for r in candidate_table(info.spec, names, max_params, max_latency_ms, len(info.class_names))}
-    batches = sample_inputs(train.train.pixels, train.train.labels, info.spec, batch_size)
-    rows = rank(model, list(table), batches, info.spec, VARIANTS[variant])
-    return [table[r["name"]] | {k: r[k] for k in ("score", "m_s", "m_r")} for r in rows]
+    return rank_for_teacher(model, info.spec, info.class_names, data, names, max_params, max_latency_ms, variant,
+                            batch_size)

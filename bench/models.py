@@ -1,0 +1,63 @@
+"""The shipped models side by side on the validation split: accuracy, macro-F1, size and CPU latency ratios.
+
+    python bench/models.py --data ../shared/data/brain-tumor-mri/train
+
+Latencies are measured interleaved in one process (teacher, student, teacher, ...) so their ratio is fair on a
+noisy machine. Writes bench/results/models.json and bench/results/models.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from kdcore.data import load_train_data
+from kdcore.evaluate import evaluate
+from kdcore.models import load_model
+from kdcore.profile import latency_ms
+
+OUT = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
+    p.add_argument("--models", default="teacher,student")
+    p.add_argument("--rounds", type=int, default=5)
+    a = p.parse_args()
+    names = a.models.split(",")
+    split = load_train_data(a.data, 128).split_path
+    rows = {n: evaluate(n, a.data, latency_repeats=5, split=split, side="val") for n in names}
+    loaded = {n: load_model(n) for n in names}
+    lat = {n: [] for n in names}
+    for _ in range(a.rounds):  # interleaved, so both see the same machine state
+        for n, (model, info) in loaded.items():
+            lat[n].append(latency_ms(model, info.spec, repeats=20))
+    base = names[0]
+    table = []
+    for n in names:
+        r = rows[n]
+        med = statistics.median(lat[n])
+        table.append({"model": n, "arch": r["arch"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
+                      "roc_auc": r["roc_auc"], "ece": r["ece"], "params": r["params"], "flops": r["flops"],
+                      "latency_ms_batch1": med, "params_ratio": r["params"] / rows[base]["params"],
+                      "latency_ratio": med / statistics.median(lat[base]), "num_images": r["num_images"]})
+    OUT.mkdir(exist_ok=True)
+    (OUT / "models.json").write_text(json.dumps({"split": split, "rows": table}, indent=1))
+    md = [f"# Shipped models on the validation split ({table[0]['num_images']} images)", "",
+          f"Command: `python bench/models.py --data {a.data} --models {a.models}` (2 CPU cores, batch-1 latency interleaved, "
+          f"median of {a.rounds} rounds x 20 runs)", "",
+          "| model | arch | accuracy | macro-F1 | ROC-AUC | ECE | params | params vs teacher | MFLOPs | "
+          "batch-1 ms | latency vs teacher |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        md.append(f"| {t['model']} | {t['arch']} | {t['accuracy']:.4f} | {t['macro_f1']:.4f} | {t['roc_auc']:.4f} | "
+                  f"{t['ece']:.4f} | {t['params']:,} | {t['params_ratio']:.3f} | {t['flops'] / 1e6:.0f} | "
+                  f"{t['latency_ms_batch1']:.2f} | {t['latency_ratio']:.3f} |")
+    (OUT / "models.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
