@@ -49,6 +49,7 @@ class ModelStore:
         self._cache: OrderedDict[tuple, tuple[nn.Module, ModelInfo]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._model_locks: dict[int, threading.Lock] = {}
 
     @classmethod
     def with_defaults(cls, teacher: str | None = None, student: str | None = None) -> "ModelStore":
@@ -56,6 +57,12 @@ class ModelStore:
         refs = {"teacher": teacher or os.environ.get("KDCORE_TEACHER") or "teacher",
                 "student": student or os.environ.get("KDCORE_STUDENT") or "student"}
         return cls(refs)
+
+    def lock(self, model: nn.Module) -> threading.Lock:
+        """The lock a caller holds while it runs ``model``: explanations patch a model's modules for the duration
+        of a call (canonizers, hooks), so two sessions must not run one cached model at the same time."""
+        with self._lock:
+            return self._model_locks.setdefault(id(model), threading.Lock())
 
     def names(self) -> list[str]:
         with self._lock:
@@ -199,8 +206,10 @@ def diagnose(image: ImageSource, store: ModelStore, teacher: str = "teacher", st
             msg = msg.replace(os.fspath(image), Path(image).name)
         raise KDCoreError(msg) from None
     decoded = {size: square_resize(grey, size) for size in {ti.spec.size, si.spec.size}}
-    tp = predict(tm, ti, decoded[ti.spec.size], teacher, methods)
-    sp = predict(sm, si, decoded[si.spec.size], student, methods)
+    with store.lock(tm):
+        tp = predict(tm, ti, decoded[ti.spec.size], teacher, methods)
+    with store.lock(sm):
+        sp = predict(sm, si, decoded[si.spec.size], student, methods)
     shown = _display_image(grey, display_size)
     for method in methods:  # one colour scale per method, shared by teacher and student
         scale = map_scale([tp.maps[method], sp.maps[method]], method)
@@ -235,5 +244,6 @@ def rank_students(
     from kdcore.diswot import rank_for_teacher
 
     model, info = store.get(teacher)
-    return rank_for_teacher(model, info.spec, info.class_names, data, names, max_params, max_latency_ms, variant,
-                            batch_size)
+    with store.lock(model):
+        return rank_for_teacher(model, info.spec, info.class_names, data, names, max_params, max_latency_ms,
+                                variant, batch_size)

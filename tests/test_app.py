@@ -100,6 +100,18 @@ def test_diagnose_both_models_and_heatmaps(client, files):
         assert img.shape == (96, 96, 3) and img.std() > 0
 
 
+def test_concurrent_sessions_get_their_own_results(app, files, tmp_path):
+    """Two browser sessions diagnose different uploads at the same time: each gets its own overlays back."""
+    other = tmp_path / "other.png"
+    Image.fromarray(synthetic_slice(3, np.random.default_rng(5), 72)).save(other)
+    a, b = Client(app["url"], verbose=False), Client(app["url"], verbose=False)
+    jobs = [(c.submit(handle_file(str(p)), "teacher", "student", api_name="/diagnose"), size)
+            for c, p, size in ((a, files["slice"], 96), (b, other, 72))]
+    for job, size in jobs:
+        gallery = job.result(timeout=120)[5]
+        assert {np.asarray(Image.open(g["image"])).shape for g in gallery} == {(size, size, 3)}
+
+
 @pytest.mark.parametrize("name", ["rgba", "sixteen"])
 def test_unusual_but_valid_pngs_work(client, files, name):
     t_probs, *_ = _diagnose(client, files[name])
