@@ -21,6 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from kdcore.distill import PRESETS
 from kdcore.errors import KDCoreError
 from kdcore.service import METHODS, NOTICE, Diagnosis, ModelStore, diagnose, zip_model
 
@@ -28,6 +29,7 @@ log = logging.getLogger("kdcore.app")
 TITLES = {"lrp": "LRP", "gradcam": "Grad-CAM"}
 REPO = Path(__file__).resolve().parent
 SAMPLE_TYPES = (".jpg", ".jpeg", ".png")
+SHORT = PRESETS["short"]  # the Distil tab starts from the short preset
 
 
 def _user_errors(fn):
@@ -352,12 +354,14 @@ def build_demo(
 
                 with gr.Row():
                     k_teacher = gr.Dropdown(choices(), value="teacher", label="teacher", allow_custom_value=True)
-                    k_arch = gr.Dropdown(list(CANDIDATES), value="mobilenetv3_small_050", label="student architecture",
+                    k_arch = gr.Dropdown(list(CANDIDATES), value=SHORT["student"], label="student architecture",
                                          allow_custom_value=True, elem_id="student-arch")
-                    k_size = gr.Dropdown([32, 64, 96, 128], value=64, label="input size (px)")
-                    k_epochs = gr.Number(6, label="epochs", precision=0, minimum=1, maximum=100,
+                    k_size = gr.Dropdown([32, 64, 96, 128], value=SHORT["size"], label="input size (px)")
+                    k_epochs = gr.Number(SHORT["train"]["epochs"], label="epochs", precision=0, minimum=1,
+                                         maximum=100,
                                          elem_id="distil-epochs")
-                    k_images = gr.Number(1536, label="image budget per epoch", precision=0, minimum=8)
+                    k_images = gr.Number(SHORT["train"]["max_images"], label="image budget per epoch", precision=0,
+                                         minimum=8)
                 with gr.Row():
                     weights = {k: gr.Number(1.0 if k in ("ce", "kd") else 0.0, label=f"weight {k}", minimum=0)
                                for k in LOSSES}

@@ -25,7 +25,7 @@ PRESETS: dict[str, dict] = {
     "short": {
         "student": "mobilenetv3_small_050",
         "size": 64,
-        "train": {"epochs": 6, "batch_size": 64, "lr": 4e-3, "max_images": 1536, "warmup_epochs": 0.5},
+        "train": {"epochs": 10, "batch_size": 64, "lr": 4e-3, "max_images": 3072, "warmup_epochs": 0.5},
         "distill": {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 4.0},
     },
 }
