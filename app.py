@@ -181,9 +181,9 @@ def build_demo(
         if not data:
             raise gr.Error("Give the labelled data folder (one sub-folder per class).", print_exception=False)
         rows = rank_students(store, teacher_name, data,
-                             [n.strip() for n in names.split(",") if n.strip()] or None,
-                             int(max_params_m * 1e6) if max_params_m else None, max_latency or None, variant,
-                             int(batch_size))
+                             names=[n.strip() for n in names.split(",") if n.strip()] or None,
+                             max_params=int(max_params_m * 1e6) if max_params_m else None,
+                             max_latency_ms=max_latency or None, variant=variant, batch_size=int(batch_size))
         table = pd.DataFrame([{"rank": i, "candidate": r["name"], "family": r["family"],
                                "score": round(r["score"], 5), "M_s": round(r["m_s"], 5),
                                "M_r": float(f"{r['m_r']:.3g}"),

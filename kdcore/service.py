@@ -226,24 +226,11 @@ def _display_image(grey: np.ndarray, size: int) -> Image.Image:
 
 
 # --- rank ---------------------------------------------------------------------------------------------------------
-def rank_students(
-    store: ModelStore,
-    teacher: str,
-    data: str,
-    names: list[str] | None = None,
-    max_params: int | None = None,
-    max_latency_ms: float | None = None,
-    variant: str = "original",
-    batch_size: int = 64,
-) -> list[dict]:
-    """DisWOT ranking of candidate students (default: :data:`kdcore.candidates.CANDIDATES`) for ``teacher``.
-
-    Candidates over ``max_params`` / ``max_latency_ms`` are dropped before scoring. Returns rows best first:
-    ``{name, family, score, m_s, m_r, params, flops, latency_ms}``.
-    """
+def rank_students(store: ModelStore, teacher: str, data: str, **options) -> list[dict]:
+    """DisWOT ranking for the store's ``teacher`` model: :func:`kdcore.diswot.rank_for_teacher` with its
+    ``options`` (names, max_params, max_latency_ms, variant, batch_size, ...), holding the model's lock."""
     from kdcore.diswot import rank_for_teacher
 
     model, info = store.get(teacher)
     with store.lock(model):
-        return rank_for_teacher(model, info.spec, info.class_names, data, names, max_params, max_latency_ms,
-                                variant, batch_size)
+        return rank_for_teacher(model, info.spec, info.class_names, data, **options)
