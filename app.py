@@ -27,6 +27,7 @@ from kdcore.service import METHODS, NOTICE, Diagnosis, ModelStore, diagnose, zip
 
 log = logging.getLogger("kdcore.app")
 TITLES = {"lrp": "LRP", "gradcam": "Grad-CAM"}
+RUNTIMES = {"onnxruntime": "ONNX Runtime", "pytorch": "PyTorch"}
 REPO = Path(__file__).resolve().parent
 SAMPLE_TYPES = (".jpg", ".jpeg", ".png")
 SHORT = PRESETS["short"]  # the Distil tab starts from the short preset
@@ -77,7 +78,8 @@ def heatmap_gallery(d: Diagnosis) -> list[tuple[np.ndarray, str]]:
 
 def _model_card_md(p) -> str:
     return (f"**{p.name}** (`{p.arch}`): predicts **{p.label}** ({p.confidence:.0%})  \n"
-            f"inference {p.inference_ms:.1f} ms · {p.params / 1e6:.2f} M params · {p.size_bytes / 2**20:.1f} MiB")
+            f"inference {p.inference_ms:.1f} ms ({RUNTIMES.get(p.runtime, p.runtime)}) · {p.params / 1e6:.2f} M params · "
+            f"{p.size_bytes / 2**20:.1f} MiB")
 
 
 def curves_figure(history: list[dict]) -> go.Figure:

@@ -3,12 +3,15 @@
 Configurations (same epochs, augmentation, image budget, learning rate and initial student per seed):
   1 the student alone; 2 vanilla KD (ce + kd); 3 DisWOT-style ce + kd + feat(l2) + sem(Grad-CAM);
   4 the thesis ce + kd + feat(cosine) + sem(LRP); 5a (3) with cosine; 5b (3) with LRP.
-Every cell (student x configuration x seed) is a ``kdcore.distill.run`` in ``--runs/<student>/<config>/seed<k>``;
-finished cells are kept in the JSON and skipped, a cut cell resumes from its last epoch. Writes
-``bench/results/distill_ablation.json`` and ``.md``: mean ± std of validation accuracy and macro-F1, images/s and
-time per configuration, and the paired bootstrap 95% CI (images and seeds resampled) of (4)-(2) and (4)-(1).
+Every cell (student x configuration x seed) is a ``kdcore.distill.run`` in ``--runs/<student>/<config>/seed<k>``,
+whose result lands in ``cell.json`` there: finished cells are skipped, a cut cell resumes from its last epoch, and
+``--only STUDENT/CONFIG/SEED`` runs one cell alone (``bench/gpu_campaign.py`` runs many at once that way). Writes
+``bench/results/distill_ablation.json`` and ``.md``: mean ± std of validation accuracy and macro-F1, where each
+cell ran, images/s and time per configuration, the paired bootstrap 95% CI (images and seeds resampled) of
+(4)-(2), (4)-(1) and each single change, and with ``--throughput-steps`` every configuration's images/s here.
 
-Tiny smoke run (minutes on the CPU): see ``docs/distill.md``; the full run is for a quiet machine or a GPU.
+Defaults are the GPU budget (128 px, 20 epochs, batch 128, 5 seeds); on the CPU cut them (e.g. ``--size 64
+--epochs 6 --seeds 0,1,2``), see ``docs/distill.md``. ``--report`` tabulates the finished cells without running any.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import shlex
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +45,8 @@ CONFIGS: dict[str, dict] = {
     "5a-diswot+cosine": {"loss": ALL, "feat_distance": "cosine", "sem_map": "gradcam"},
     "5b-diswot+lrp": {"loss": ALL, "feat_distance": "l2", "sem_map": "lrp"},
 }
-PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"))
+PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("2-kd", "1-alone"), ("3-diswot", "2-kd"),
+         ("5a-diswot+cosine", "3-diswot"), ("5b-diswot+lrp", "3-diswot"))
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -74,17 +79,55 @@ def run_cell(a: argparse.Namespace, student: str, config: str, seed: int, val_pi
         train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=seed, max_images=a.max_images),
         distill=DistillConfig(temperature=a.temperature, teacher_cache=not a.no_teacher_cache, **CONFIGS[config]),
     )
-    out = Path(a.runs) / student / config / f"seed{seed}"
+    out = cell_dir(a, student, config, seed)
     t0 = time.perf_counter()
     final = run_to_end(run(cfg, a.data, out, resume=has_checkpoint(out), split=a.split))
     wall = time.perf_counter() - t0
     model, info = load_model(final["best_dir"])
     pred = predict_logits(model, val_pixels, info.spec).argmax(1).numpy()
     hist = final["history"]
-    return {"accuracy": float((pred == y).mean()), "macro_f1": macro_f1(y, pred, k),
+    cell = {"settings": cell_settings(a), "accuracy": float((pred == y).mean()), "macro_f1": macro_f1(y, pred, k),
             "best_epoch": final["best"]["epoch"],
             "images_per_s": statistics.mean(h["images_per_s"] for h in hist),
-            "train_time_s": sum(h["epoch_time_s"] for h in hist), "wall_time_s": wall, "pred": pred.tolist()}
+            "train_time_s": sum(h["epoch_time_s"] for h in hist), "wall_time_s": wall, "pred": pred.tolist(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    (out / "cell.json").write_text(json.dumps(cell))
+    return cell
+
+
+def cell_dir(a: argparse.Namespace, student: str, config: str, seed: int) -> Path:
+    return Path(a.runs) / student / config / f"seed{seed}"
+
+
+def cell_settings(a: argparse.Namespace) -> dict:
+    """What every cell of one table must share."""
+    return {k: getattr(a, k) for k in ("size", "epochs", "max_images", "batch_size", "lr", "temperature")} | {
+        "teacher_cache": not a.no_teacher_cache}
+
+
+def throughput(a: argparse.Namespace, student: str, config: str, steps: int) -> float:
+    """Training images/s of one configuration here: ``steps`` steps of an epoch (teacher cache built first)."""
+    cfg = RunConfig(
+        teacher=a.teacher, student=student, size=a.size,
+        train=TrainConfig(epochs=1, batch_size=a.batch_size, lr=a.lr, seed=0, max_images=a.batch_size * steps),
+        distill=DistillConfig(temperature=a.temperature, teacher_cache=not a.no_teacher_cache, **CONFIGS[config]),
+    )
+    with tempfile.TemporaryDirectory() as out:
+        for e in run(cfg, a.data, out, split=a.split):
+            if e["event"] == "epoch":
+                return e["images_per_s"]
+    raise RuntimeError("no epoch ended")
+
+
+def load_cell(a: argparse.Namespace, student: str, config: str, seed: int) -> dict | None:
+    """The finished cell's result, or None; a cell made with other settings is an error."""
+    path = cell_dir(a, student, config, seed) / "cell.json"
+    if not path.is_file():
+        return None
+    cell = json.loads(path.read_text())
+    if cell["settings"] != cell_settings(a):
+        sys.exit(f"{path} was made with other settings: choose another --runs")
+    return cell
 
 
 def _mean_std(xs: list[float]) -> str:
@@ -97,8 +140,8 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str]:
         f"# Distillation ablation ({s['size']} px, {s['epochs']} epochs, {s['max_images'] or 'all'} images/epoch, "
         f"seeds {s['seeds']}, teacher cache {'on' if s.get('teacher_cache', True) else 'off'})", "",
         f"Command: `{res['command']}`", "",
-        "| student | config | n | val accuracy | val macro-F1 | images/s | train time (s) |",
-        "|---|---|---|---|---|---|---|",
+        "| student | config | n | val accuracy | val macro-F1 | trained on | train time (s) | images/s there | "
+        "images/s on this CPU |", "|---|---|---|---|---|---|---|---|---|",
     ]
     for student in s["students"]:
         summary[student] = {}
@@ -106,13 +149,16 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str]:
             rows = [cells[key] for seed in s["seeds"] if (key := f"{student}/{config}/{seed}") in cells]
             if not rows:
                 continue
+            cpu = res.get("throughput", {}).get(f"{student}/{config}")
             summary[student][config] = {
                 "n": len(rows), "accuracy": [r["accuracy"] for r in rows], "macro_f1": [r["macro_f1"] for r in rows],
+                "devices": sorted({r.get("device", "cpu") for r in rows}),
                 "images_per_s": statistics.mean(r["images_per_s"] for r in rows),
-                "train_time_s": statistics.mean(r["train_time_s"] for r in rows)}
+                "train_time_s": statistics.mean(r["train_time_s"] for r in rows), "cpu_images_per_s": cpu}
             c = summary[student][config]
             lines.append(f"| {student} | {config} | {len(rows)} | {_mean_std(c['accuracy'])} | "
-                         f"{_mean_std(c['macro_f1'])} | {c['images_per_s']:.0f} | {c['train_time_s']:.0f} |")
+                         f"{_mean_std(c['macro_f1'])} | {', '.join(c['devices'])} | {c['train_time_s']:.0f} | "
+                         f"{c['images_per_s']:.0f} | {f'{cpu:.0f}' if cpu else '-'} |")
     lines += ["", "Paired differences (mean over seeds; 95% bootstrap CI over seeds and validation images):", "",
               "| student | comparison | Δ accuracy [95% CI] | Δ macro-F1 [95% CI] |", "|---|---|---|---|"]
     for student in s["students"]:
@@ -134,18 +180,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
     p.add_argument("--teacher", default="teacher")
     p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
-    p.add_argument("--students", default="mobilenetv2_035,test_resnet", help="comma list of timm archs")
+    p.add_argument("--students", default="resnet10t_w20,mobilenetv2_035", help="comma list of timm archs")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {', '.join(CONFIGS)}")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--no-teacher-cache", action="store_true", help="teacher logits and maps at every step")
     p.add_argument("--runs", default="runs/ablation", help="folder of the cells' run folders")
     p.add_argument("--out", default=str(RESULTS / "distill_ablation"), help="results path without extension")
+    p.add_argument("--only", default=None, help="run one cell STUDENT/CONFIG/SEED (writes its cell.json) and stop")
+    p.add_argument("--report", action="store_true", help="tabulate the finished cells only; run nothing")
+    p.add_argument("--throughput-steps", type=int, default=0,
+                   help="also measure each configuration's images/s here over this many steps")
     a = p.parse_args(argv)
     students, configs = a.students.split(","), a.configs.split(",")
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -154,26 +204,32 @@ def main(argv: list[str] | None = None) -> int:
                 "teacher_cache": not a.no_teacher_cache,
                 "teacher": a.teacher, "data": a.data}
     json_path = Path(a.out).with_suffix(".json")
-    res = json.loads(json_path.read_text()) if json_path.is_file() else {"cells": {}}
-    if res.get("settings", settings) != settings:
-        sys.exit(f"{json_path} holds a run with other settings: choose another --out")
+    res: dict = {"cells": {}}
     res.update(settings=settings, command="python bench/distill_ablation.py " + shlex.join(argv or sys.argv[1:]),
                machine={"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                         "device": "cuda" if torch.cuda.is_available() else "cpu"})
     data = load_train_data(a.data, a.size, a.split)
     y, k = data.val.labels.numpy(), len(data.class_names)
+    if a.only:
+        student, config, seed = a.only.split("/")
+        run_cell(a, student, config, int(seed), data.val.pixels, y, k)
+        return 0
     for student in students:
         for config in configs:
             for seed in seeds:
                 key = f"{student}/{config}/{seed}"
-                if key in res["cells"]:
-                    continue
-                print(f"cell {key}", flush=True)
-                res["cells"][key] = run_cell(a, student, config, seed, data.val.pixels, y, k)
-                json_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = json_path.with_suffix(".json.tmp")
-                tmp.write_text(json.dumps(res))
-                os.replace(tmp, json_path)
+                cell = load_cell(a, student, config, seed)
+                if cell is None and not a.report:
+                    print(f"cell {key}", flush=True)
+                    cell = run_cell(a, student, config, seed, data.val.pixels, y, k)
+                if cell is not None:
+                    res["cells"][key] = cell
+    tp_path = Path(a.runs) / "throughput.json"
+    res["throughput"] = json.loads(tp_path.read_text()) if tp_path.is_file() else {}
+    if a.throughput_steps:
+        res["throughput"] = {f"{st}/{c}": throughput(a, st, c, a.throughput_steps) for st in students for c in configs}
+        tp_path.write_text(json.dumps(res["throughput"]))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     res["summary"], table = summarise(res, y, k)
     json_path.write_text(json.dumps(res))
     json_path.with_suffix(".md").write_text(table)

@@ -4,8 +4,9 @@
 2. Proxies per candidate: params, FLOPs, batch-1 latency; the DisWOT terms with Grad-CAM maps (3 random inits x
    3 stratified batches of 64 at 128 px, trained and randomly initialised teacher) and with LRP maps (init 0,
    batch 0), each under both distances.
-3. Every candidate is distilled with the same budget, ``kdcore.distill``'s ``short`` preset (64 px, logit KD
-   ``ce + kd``, T = 4, 6 epochs x 1536 images, seed 0), and its best validation accuracy recorded.
+3. Every candidate is distilled with the same budget (logit KD ``ce + kd``, T = 4; by default 128 px, 15 epochs,
+   batch 128, seeds 0 and 1), and its best validation accuracy recorded (mean over seeds). ``--only NAME/SEED``
+   runs one distillation alone (``bench/gpu_campaign.py`` runs them in parallel on a GPU that way).
 4. Kendall tau and Spearman rho (scipy) between each proxy and the distilled accuracy, over the finished ones.
 
 Resumable: candidates already in the JSON are skipped, a half-done distillation continues from its checkpoint.
@@ -81,16 +82,44 @@ def proxies(name: str, num_classes: int, spec, batches, refs: dict) -> dict:
     return out
 
 
-def distill(name: str, teacher: Path, data: str, runs: Path, split: str | None) -> dict:
-    cfg = make_config("short", overrides={"teacher": str(teacher), "student": name})
-    out = runs / name
+def budget(a: argparse.Namespace) -> dict:
+    """The distillation budget every candidate gets (logit KD, ce + kd, T = 4, teacher cache on)."""
+    return {"size": a.size, "train": {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr,
+                                      "max_images": a.max_images, "warmup_epochs": 1.0},
+            "distill": {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 4.0}}
+
+
+def distill(name: str, seed: int, teacher: Path, a: argparse.Namespace) -> dict:
+    """Distil candidate ``name`` with seed ``seed`` (or read the finished run's ``result.json``)."""
+    out = Path(a.runs) / name / f"seed{seed}"
+    done = out / "result.json"
+    b = budget(a)
+    if done.is_file():
+        result = json.loads(done.read_text())
+        if result["budget"] != b:
+            sys.exit(f"{done} was made with another budget: choose another --runs")
+        return result
+    cfg = make_config(None, overrides=b | {"teacher": str(teacher), "student": name, "train": b["train"] | {"seed": seed}})
     t0 = time.perf_counter()
-    final = run_to_end(run(cfg, data, out, resume=has_checkpoint(out), split=split))
+    final = run_to_end(run(cfg, a.data, out, resume=has_checkpoint(out), split=a.split))
     hist = final["history"]
-    return {"best_accuracy": final["best"]["accuracy"], "best_macro_f1": final["best"]["macro_f1"],
-            "final_accuracy": hist[-1]["val_accuracy"], "curve": [h["val_accuracy"] for h in hist],
-            "train_time_s": final["train_time_s"], "wall_time_s": time.perf_counter() - t0,
-            "config": cfg.to_dict()}
+    result = {"budget": b, "seed": seed, "best_accuracy": final["best"]["accuracy"],
+              "best_macro_f1": final["best"]["macro_f1"], "final_accuracy": hist[-1]["val_accuracy"],
+              "curve": [h["val_accuracy"] for h in hist], "train_time_s": final["train_time_s"],
+              "wall_time_s": time.perf_counter() - t0,
+              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    done.write_text(json.dumps(result))
+    return result
+
+
+def distilled(name: str, teacher: Path, a: argparse.Namespace) -> dict:
+    """Mean over seeds of the candidate's best validation accuracy, with the runs."""
+    runs = [distill(name, seed, teacher, a) for seed in a.seeds]
+    accs = [r["best_accuracy"] for r in runs]
+    return {"best_accuracy": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+            "best_macro_f1": float(np.mean([r["best_macro_f1"] for r in runs])),
+            "final_accuracy": float(np.mean([r["final_accuracy"] for r in runs])),
+            "train_time_s": float(np.mean([r["train_time_s"] for r in runs])), "runs": runs}
 
 
 def proxy_table(cands: dict) -> dict[str, dict[str, float]]:
@@ -158,8 +187,8 @@ def write_report(res: dict, out: Path) -> None:
         f"Command: `{res['command']}`  ",
         f"Teacher: `{res['teacher']['source']}` (val accuracy {res['teacher'].get('val_accuracy')}, "
         f"epoch {res['teacher'].get('epoch')}); scores at {res['size']} px, N = {res['batch_size']}; "
-        f"distillation: `short` preset (64 px, ce + kd, 6 x 1536 images, seed 0); "
-        f"{res['threads']} thread(s), CPU shared with other jobs.", "",
+        f"distillation budget per candidate: `{json.dumps(res.get('budget'))}`, seeds {res.get('seeds')} "
+        f"(accuracy = mean over seeds of the best epoch's).", "",
         f"## Correlation with distilled validation accuracy ({len(done)} of {len(cands)} candidates distilled)", "",
         "| proxy | Kendall tau | p | Spearman rho | p |", "|---|---|---|---|---|",
     ]
@@ -232,15 +261,27 @@ def plot(done: dict, proxies_now: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
-    p.add_argument("--teacher", default="runs/teacher-r18-128/best")
+    p.add_argument("--teacher", default="models/teacher")
     p.add_argument("--split", default=None)
     p.add_argument("--candidates", default=",".join(BENCH_CANDIDATES))
     p.add_argument("--runs", default="runs/diswot-validate")
     p.add_argument("--phase", choices=["all", "proxies", "report"], default="all",
                    help="proxies: scores only (no distillation); report: rewrite the tables from the JSON")
+    p.add_argument("--only", default=None, help="distil one candidate NAME/SEED (writes its result.json) and stop")
+    p.add_argument("--size", type=int, default=128, help="distillation budget: resolution")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=4e-3)
+    p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
+    p.add_argument("--seeds", default="0,1")
     p.add_argument("--out", default=str(RESULTS / "diswot"))
     a = p.parse_args(argv)
+    a.seeds = [int(x) for x in a.seeds.split(",")]
     out, runs = Path(a.out), Path(a.runs)
+    if a.only:
+        name, seed = a.only.split("/")
+        distill(name, int(seed), Path(a.teacher), a)
+        return 0
     json_path = out.with_suffix(".json")
     res = json.loads(json_path.read_text()) if json_path.is_file() else {"candidates": {}}
     save = lambda: json_path.write_text(json.dumps(res, indent=1))  # noqa: E731
@@ -253,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         res["teacher"] = {"source": a.teacher, "snapshot": str(teacher_dir), "arch": info.arch,
                           "val_accuracy": summary.get("val_metrics", {}).get("accuracy"),
                           "epoch": summary.get("best_epoch")}
-        res.update(size=info.spec.size, batch_size=64, threads=torch.get_num_threads(), loadavg=os.getloadavg())
+        res.update(size=info.spec.size, batch_size=64, threads=torch.get_num_threads(), loadavg=os.getloadavg(),
+                   budget=budget(a), seeds=a.seeds)
         data = load_train_data(a.data, info.spec.size, a.split)
         k = len(info.class_names)
         batches = sample_inputs(data.train.pixels, data.train.labels, info.spec, 64, BATCHES, seed=0)
@@ -269,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in a.candidates.split(","):
                 if "distilled" not in res["candidates"][name]:
                     print(f"distil {name}", flush=True)
-                    res["candidates"][name]["distilled"] = distill(name, teacher_dir, a.data, runs, a.split)
+                    res["candidates"][name]["distilled"] = distilled(name, teacher_dir, a)
                     res["spread"], res["correlations"] = spread(res["candidates"]), correlations(res["candidates"])
                     save()
                     write_report(res, out)

@@ -1,7 +1,7 @@
 """Foundation figures: the teacher's validation metrics and training time, and the training loop's images/s
 against a bare PyTorch loop on the same model and batch (the data path should add nothing).
 
-    python bench/foundation.py --teacher models/teacher --run runs/teacher-r18-128 \
+    python bench/foundation.py --teacher models/teacher --run runs/teacher-e120-b128 \
         --data ../shared/data/brain-tumor-mri/train
 
 Writes bench/results/foundation.json and bench/results/foundation.md.
@@ -21,15 +21,17 @@ import torch.nn.functional as F
 from kdcore.data import load_train_data
 from kdcore.evaluate import evaluate
 from kdcore.imageio import InputSpec
-from kdcore.models import create_model
+from kdcore.models import create_model, load_model
 from kdcore.train import Supervised, TrainConfig, fit
 
 OUT = Path(__file__).parent / "results"
 
 
 def loop_speed(data, arch: str, size: int, batch: int, steps: int) -> dict:
-    """images/s of ``fit`` (augmentation, logging, channels_last) and of a bare loop on random tensors."""
+    """images/s of ``fit`` (augmentation, logging, channels_last) and of a bare loop on random tensors (run before
+    and after ``fit``, averaged)."""
     cfg = TrainConfig(epochs=1, batch_size=batch, max_images=batch * (steps + 2))
+    bare_before = bare_speed(arch, size, batch, steps)  # bare loop before and after ours: drift shows as a gap
     torch.manual_seed(0)
     model = create_model(arch, 4, InputSpec(size))
     t0 = t_end = None
@@ -43,25 +45,32 @@ def loop_speed(data, arch: str, size: int, batch: int, steps: int) -> dict:
         if e["event"] == "epoch":  # the epoch's validation pass is not part of the step rate
             break
     ours = n / (t_end - t0)
-    bare_model = create_model(arch, 4, InputSpec(size)).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(bare_model.parameters(), 1e-3)
+    bare_after = bare_speed(arch, size, batch, steps)
+    bare = (bare_before + bare_after) / 2
+    return {"kdcore_images_per_s": ours, "bare_images_per_s": bare, "bare_before_after": [bare_before, bare_after],
+            "ratio": ours / bare, "steps": steps, "batch": batch, "arch": arch, "size": size}
+
+
+def bare_speed(arch: str, size: int, batch: int, steps: int) -> float:
+    """images/s of a plain PyTorch loop (random tensors, AdamW, channels_last) on the same model and batch."""
+    torch.manual_seed(0)
+    model = create_model(arch, 4, InputSpec(size)).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x, y = torch.randn(batch, 1, size, size), torch.randint(0, 4, (batch,))
     for i in range(steps + 2):
         if i == 2:
             t0 = time.perf_counter()
-        loss = F.cross_entropy(bare_model(x), y)
+        loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    bare = steps * batch / (time.perf_counter() - t0)
-    return {"kdcore_images_per_s": ours, "bare_images_per_s": bare, "ratio": ours / bare, "steps": steps,
-            "batch": batch, "arch": arch, "size": size}
+    return steps * batch / (time.perf_counter() - t0)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--teacher", default="models/teacher")
-    p.add_argument("--run", default="runs/teacher-r18-128", help="the teacher's training run folder")
+    p.add_argument("--run", default="runs/teacher-e120-b128", help="the teacher's training run folder")
     p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
     p.add_argument("--steps", type=int, default=10)
     a = p.parse_args()
@@ -73,7 +82,8 @@ def main() -> None:
                                                 "flops", "latency_ms_batch1")}
     history = [json.loads(l) for l in (Path(a.run) / "metrics.jsonl").read_text().splitlines()]
     result["teacher_training"] = {"epochs": len(history), "train_time_min": sum(h["epoch_time_s"] for h in history) / 60,
-                                  "mean_images_per_s": sum(h["images_per_s"] for h in history) / len(history)}
+                                  "mean_images_per_s": sum(h["images_per_s"] for h in history) / len(history),
+                                  "device": load_model(a.teacher)[1].summary.get("device", "this CPU")}
     result["loop_speed"] = loop_speed(data, "resnet18", 128, 64, a.steps)
     OUT.mkdir(exist_ok=True)
     (OUT / "foundation.json").write_text(json.dumps(result, indent=1))
@@ -88,8 +98,8 @@ Command: `python bench/foundation.py --teacher {a.teacher} --run {a.run} --data 
 | teacher validation macro-F1 | {tv['macro_f1']:.4f} |
 | teacher ROC-AUC / ECE | {tv['roc_auc']:.4f} / {tv['ece']:.4f} |
 | teacher params / FLOPs / batch-1 latency | {tv['params']:,} / {tv['flops'] / 1e9:.2f} G / {tv['latency_ms_batch1']:.1f} ms |
-| teacher training: epochs, time (this CPU) | {tt['epochs']}, {tt['train_time_min']:.1f} min ({tt['mean_images_per_s']:.0f} img/s mean) |
-| training loop vs bare PyTorch loop ({ls['arch']}, {ls['size']} px, batch {ls['batch']}) | {ls['kdcore_images_per_s']:.1f} vs {ls['bare_images_per_s']:.1f} img/s (ratio {ls['ratio']:.2f}) |
+| teacher training: epochs, time | {tt['epochs']}, {tt['train_time_min']:.1f} min ({tt['mean_images_per_s']:.0f} img/s mean) on {tt['device']} |
+| training loop vs bare PyTorch loop ({ls['arch']}, {ls['size']} px, batch {ls['batch']}, this CPU) | {ls['kdcore_images_per_s']:.1f} vs {ls['bare_images_per_s']:.1f} img/s (ratio {ls['ratio']:.2f}; bare before/after: {ls['bare_before_after'][0]:.1f}/{ls['bare_before_after'][1]:.1f}) |
 """
     (OUT / "foundation.md").write_text(md)
     print(md)

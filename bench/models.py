@@ -17,6 +17,7 @@ from kdcore.data import load_train_data
 from kdcore.evaluate import evaluate
 from kdcore.models import load_model
 from kdcore.profile import latency_ms
+from kdcore.runtime import onnx_runner
 
 OUT = Path(__file__).parent / "results"
 
@@ -31,10 +32,13 @@ def main() -> None:
     split = load_train_data(a.data, 128).split_path
     rows = {n: evaluate(n, a.data, latency_repeats=5, split=split, side="val") for n in names}
     loaded = {n: load_model(n) for n in names}
+    runners = {n: onnx_runner(model, info.spec) for n, (model, info) in loaded.items()}
     lat = {n: [] for n in names}
-    for _ in range(a.rounds):  # interleaved, so both see the same machine state
+    lat_ort = {n: [] for n in names}
+    for _ in range(a.rounds):  # interleaved, so all see the same machine state
         for n, (model, info) in loaded.items():
             lat[n].append(latency_ms(model, info.spec, repeats=20))
+            lat_ort[n].append(latency_ms(runners[n], info.spec, repeats=20))
     base = names[0]
     table = []
     for n in names:
@@ -43,18 +47,22 @@ def main() -> None:
         table.append({"model": n, "arch": r["arch"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
                       "roc_auc": r["roc_auc"], "ece": r["ece"], "params": r["params"], "flops": r["flops"],
                       "latency_ms_batch1": med, "params_ratio": r["params"] / rows[base]["params"],
-                      "latency_ratio": med / statistics.median(lat[base]), "num_images": r["num_images"]})
+                      "latency_ratio": med / statistics.median(lat[base]), "num_images": r["num_images"],
+                      "latency_ms_batch1_onnxruntime": statistics.median(lat_ort[n]),
+                      "latency_ratio_onnxruntime": statistics.median(lat_ort[n]) / statistics.median(lat_ort[base])})
     OUT.mkdir(exist_ok=True)
     (OUT / "models.json").write_text(json.dumps({"split": split, "rows": table}, indent=1))
     md = [f"# Shipped models on the validation split ({table[0]['num_images']} images)", "",
           f"Command: `python bench/models.py --data {a.data} --models {a.models}` (2 CPU cores, batch-1 latency interleaved, "
           f"median of {a.rounds} rounds x 20 runs)", "",
           "| model | arch | accuracy | macro-F1 | ROC-AUC | ECE | params | params vs teacher | MFLOPs | "
-          "batch-1 ms | latency vs teacher |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "batch-1 ms PyTorch | vs teacher | batch-1 ms ONNX Runtime (the app's) | vs teacher |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in table:
         md.append(f"| {t['model']} | {t['arch']} | {t['accuracy']:.4f} | {t['macro_f1']:.4f} | {t['roc_auc']:.4f} | "
                   f"{t['ece']:.4f} | {t['params']:,} | {t['params_ratio']:.3f} | {t['flops'] / 1e6:.0f} | "
-                  f"{t['latency_ms_batch1']:.2f} | {t['latency_ratio']:.3f} |")
+                  f"{t['latency_ms_batch1']:.2f} | {t['latency_ratio']:.3f} | "
+                  f"{t['latency_ms_batch1_onnxruntime']:.2f} | {t['latency_ratio_onnxruntime']:.3f} |")
     (OUT / "models.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

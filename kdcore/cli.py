@@ -57,6 +57,24 @@ def cmd_split(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- pack -------------------------------------------------------------------------------------------------------
+def _args_pack(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
+    p.add_argument("--out", required=True, help="the pack, a .safetensors file (usable as --data anywhere)")
+
+
+def cmd_pack(a: argparse.Namespace) -> int:
+    from kdcore.data import load_train_data, save_pack
+
+    data = load_train_data(a.data, a.size, a.split)
+    path = save_pack(data, a.out)
+    print(f"{path}: {len(data.train)} train + {len(data.val)} val images at {a.size} px "
+          f"({path.stat().st_size / 1e6:.1f} MB), split {Path(data.split_path).name}")
+    return 0
+
+
 # --- train-teacher ----------------------------------------------------------------------------------------------
 def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="resnet18", help="timm architecture")
@@ -313,6 +331,7 @@ def cmd_explain(a: argparse.Namespace) -> int:
 COMMANDS = {
     "dedup": (_args_dedup, cmd_dedup, "find exact and near-duplicate images"),
     "split": (_args_split, cmd_split, "make (or show) the dataset's train/validation split"),
+    "pack": (_args_pack, cmd_pack, "write the split's decoded images to one file, usable as --data elsewhere"),
     "train-teacher": (_args_train, cmd_train_teacher, "train a teacher from scratch"),
     "evaluate": (_args_evaluate, cmd_evaluate, "evaluate a model on a labelled folder"),
     "distill": (_args_distill, cmd_distill, "distil a teacher into a new student (KD, feature, LRP terms)"),

@@ -1,8 +1,14 @@
-"""Training data in memory: the saved split applied to the decoded cache, as uint8 tensors ready to batch."""
+"""Training data in memory: the saved split applied to the decoded cache, as uint8 tensors ready to batch.
+
+A :class:`TrainData` can also be written to one ``.safetensors`` file (:func:`save_pack`, CLI ``pack``) and used
+as the data source anywhere a data folder is asked for: a machine without the image folder (a rented GPU, a
+Space) then trains on exactly the same decoded pixels and split.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,8 +75,46 @@ def ensure_split(
     return split, path
 
 
+PACK_SUFFIX = ".safetensors"
+
+
+def save_pack(data: TrainData, path: str | Path) -> Path:
+    """Write ``data`` (pixels, labels, class names, split name, source) to one safetensors file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != PACK_SUFFIX:
+        raise KDCoreError(f"{path}: a data pack is a {PACK_SUFFIX} file")
+    tensors = {f"{side}_{k}": getattr(getattr(data, side), k).contiguous()
+               for side in ("train", "val") for k in ("pixels", "labels")}
+    meta = {"class_names": data.class_names, "size": data.size, "split": Path(data.split_path).name,
+            "source": data.data_source, "skipped": len(data.skipped)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"kdcore_pack": json.dumps(meta)})
+    return path
+
+
+def load_pack(path: str | Path, size: int, split_path: str | Path | None = None) -> TrainData:
+    """A :class:`TrainData` from a file written by :func:`save_pack`; ``size`` and ``split_path`` must match it."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("kdcore_pack", "null") or "null")
+        if meta is None:
+            raise KDCoreError(f"{path}: not a kdcore data pack")
+        t = {k: f.get_tensor(k) for k in f.keys()}
+    if meta["size"] != size:
+        raise KDCoreError(f"{path}: the pack holds {meta['size']} px images, {size} px were asked for")
+    if split_path is not None and Path(split_path).name != meta["split"]:
+        raise KDCoreError(f"{path}: the pack was made with split {meta['split']}, not {Path(split_path).name}")
+    return TrainData(TensorSet(t["train_pixels"], t["train_labels"]), TensorSet(t["val_pixels"], t["val_labels"]),
+                     meta["class_names"], size, meta["split"], meta["source"])
+
+
 def load_train_data(source: str, size: int, split_path: str | Path | None = None) -> TrainData:
-    """Records -> split -> decoded cache -> uint8 tensors for training and validation."""
+    """Records -> split -> decoded cache -> uint8 tensors for training and validation (or a :func:`save_pack` file)."""
+    if str(source).endswith(PACK_SUFFIX) and Path(source).is_file():
+        return load_pack(source, size, split_path)
     records = load_records(source)
     split, path = ensure_split(records, split_path)
     decoded = decode_cached(records, size)

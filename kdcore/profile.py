@@ -27,10 +27,15 @@ def count_flops(model: nn.Module, spec: InputSpec) -> int:
 
 @torch.no_grad()
 def latency_ms(model: nn.Module, spec: InputSpec, repeats: int = 30, warmup: int = 5, batch: int = 1) -> float:
-    """Median wall time (ms) of an eval-mode forward pass of a ``(batch, C, S, S)`` input."""
-    x = torch.randn(batch, spec.channels, spec.size, spec.size, device=next(model.parameters()).device)
-    was = model.training
-    model.eval()
+    """Median wall time (ms) of an eval-mode forward pass of a ``(batch, C, S, S)`` input.
+
+    ``model`` may also be any other callable on such a tensor (e.g. a :class:`kdcore.runtime.OnnxRunner`).
+    """
+    params = next(model.parameters()) if isinstance(model, nn.Module) else None
+    x = torch.randn(batch, spec.channels, spec.size, spec.size, device=params.device if params is not None else "cpu")
+    was = getattr(model, "training", False)
+    if was:
+        model.eval()
     for _ in range(warmup):
         model(x)
     times = []
@@ -38,7 +43,8 @@ def latency_ms(model: nn.Module, spec: InputSpec, repeats: int = 30, warmup: int
         t = time.perf_counter()
         model(x)
         times.append((time.perf_counter() - t) * 1000)
-    model.train(was)
+    if was:
+        model.train(was)
     return statistics.median(times)
 
 

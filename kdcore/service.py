@@ -6,6 +6,7 @@ only translate between widgets and these calls (and the same calls serve tests a
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -33,6 +34,7 @@ METHODS = {
     "gradcam": "Grad-CAM: which regions of the last convolutional stage drive the predicted class (coarse, "
                "always >= 0).",
 }
+log = logging.getLogger(__name__)
 NOTICE = "Research use only. Not a medical device: not for diagnosis or any clinical decision."
 
 
@@ -50,6 +52,7 @@ class ModelStore:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._model_locks: dict[int, threading.Lock] = {}
+        self._runners: dict[int, object] = {}
 
     @classmethod
     def with_defaults(cls, teacher: str | None = None, student: str | None = None) -> "ModelStore":
@@ -99,8 +102,26 @@ class ModelStore:
         with self._lock:
             self._cache[key] = loaded
             while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+                self._runners.pop(id(self._cache.popitem(last=False)[1][0]), None)
         return loaded
+
+    def runner(self, name: str):
+        """The fast predictor of ``name`` (:class:`kdcore.runtime.OnnxRunner`), or its PyTorch model when ONNX
+        Runtime is not installed or cannot run this architecture."""
+        model, info = self.get(name)
+        with self._lock:
+            if id(model) in self._runners:
+                return self._runners[id(model)]
+        try:
+            from kdcore.runtime import onnx_runner
+
+            run = onnx_runner(model, info.spec)
+        except Exception as e:  # noqa: BLE001 - any export/runtime failure: predict with PyTorch instead
+            log.warning("%s: ONNX Runtime unavailable (%s); predicting with PyTorch", name, str(e).splitlines()[0])
+            run = model
+        with self._lock:
+            self._runners[id(model)] = run
+        return run
 
 
 def zip_model(folder: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -132,6 +153,7 @@ class Prediction:
     params: int
     size_bytes: int
     pixels: np.ndarray  # (S, S) uint8: the model's view of the slice
+    runtime: str = "pytorch"  # what computed probs: "onnxruntime" or "pytorch"
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (S, S) float32
     explain_ms: dict[str, float] = field(default_factory=dict)
     overlays: dict[str, np.ndarray] = field(default_factory=dict)  # method -> uint8 (H, W, 3), colour bar included
@@ -166,12 +188,17 @@ class Diagnosis:
 
 
 def predict(model: nn.Module, info: ModelInfo, pixels: np.ndarray, name: str,
-            methods: tuple[str, ...] = tuple(METHODS)) -> Prediction:
-    """Probabilities and explanation maps of one model for one decoded slice ``(S, S)`` uint8 at its own size."""
+            methods: tuple[str, ...] = tuple(METHODS), runner=None) -> Prediction:
+    """Probabilities and explanation maps of one model for one decoded slice ``(S, S)`` uint8 at its own size.
+
+    ``runner`` (e.g. :meth:`ModelStore.runner`) computes the probabilities when given; the maps always come from
+    the PyTorch ``model``.
+    """
     x = to_input(torch.tensor(pixels)[None], info.spec)  # (1, C, S, S)
+    runner = model if runner is None else runner
     t0 = time.perf_counter()
     with torch.inference_mode():
-        probs = model(x).softmax(1)[0]
+        probs = runner(x).softmax(1)[0]
     ms = (time.perf_counter() - t0) * 1000
     target = int(probs.argmax())
     maps, explain_ms = {}, {}
@@ -182,7 +209,7 @@ def predict(model: nn.Module, info: ModelInfo, pixels: np.ndarray, name: str,
     folder = Path(info.path) if info.path else None
     size = (folder / WEIGHTS).stat().st_size if folder and (folder / WEIGHTS).is_file() else 0
     return Prediction(name, info.arch, list(info.class_names), probs.numpy(), ms, count_params(model), size, pixels,
-                      maps, explain_ms)
+                      getattr(runner, "name", "pytorch"), maps, explain_ms)
 
 
 def diagnose(image: ImageSource, store: ModelStore, teacher: str = "teacher", student: str = "student",
@@ -207,9 +234,9 @@ def diagnose(image: ImageSource, store: ModelStore, teacher: str = "teacher", st
         raise KDCoreError(msg) from None
     decoded = {size: square_resize(grey, size) for size in {ti.spec.size, si.spec.size}}
     with store.lock(tm):
-        tp = predict(tm, ti, decoded[ti.spec.size], teacher, methods)
+        tp = predict(tm, ti, decoded[ti.spec.size], teacher, methods, store.runner(teacher))
     with store.lock(sm):
-        sp = predict(sm, si, decoded[si.spec.size], student, methods)
+        sp = predict(sm, si, decoded[si.spec.size], student, methods, store.runner(student))
     shown = _display_image(grey, display_size)
     for method in methods:  # one colour scale per method, shared by teacher and student
         scale = map_scale([tp.maps[method], sp.maps[method]], method)

@@ -104,6 +104,8 @@ def dist_env(device: str | None = None) -> DistEnv:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest convolutions
     if world > 1:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if dev.type == "cuda":

@@ -82,3 +82,31 @@ def test_augmentation_identity_when_disabled(data):
     assert theta is None and torch.equal(x, to_input(data.train.pixels[:4], spec))
     y, theta = augment_batch(data.train.pixels[:4], spec, AugmentConfig(), torch.Generator().manual_seed(0))
     assert y.shape == x.shape and theta.shape == (4, 2, 3)
+
+
+def test_data_pack_round_trip_trains_the_same(data, tiny_data, tmp_path):
+    """A pack is the same pixels, labels, classes and split; training on it gives the same first epoch."""
+    from kdcore.cli import main
+    from kdcore.data import load_pack
+
+    pack = tmp_path / "tiny.safetensors"
+    assert main(["pack", str(tiny_data), "--size", "32", "--split", data.split_path, "--out", str(pack)]) == 0
+    packed = load_train_data(str(pack), 32)
+    for side in ("train", "val"):
+        assert torch.equal(getattr(packed, side).pixels, getattr(data, side).pixels)
+        assert torch.equal(getattr(packed, side).labels, getattr(data, side).labels)
+    assert packed.class_names == data.class_names
+    one = TrainConfig(epochs=1, batch_size=8, seed=1)
+    a = run_to_end(fit(_objective(), data, one, tmp_path / "a", "test_resnet"))
+    b = run_to_end(fit(_objective(), packed, one, tmp_path / "b", "test_resnet"))
+    assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
+    with pytest.raises(KDCoreError, match="64 px"):
+        load_pack(pack, 64)
+    with pytest.raises(KDCoreError, match="split"):
+        load_pack(pack, 32, tmp_path / "other-split.json")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(KDCoreError, match="not a kdcore data pack"):
+        load_pack(tmp_path / "plain.safetensors", 32)
+    assert main(["pack", str(tiny_data), "--size", "32", "--out", str(tmp_path / "x.npz")]) == 2

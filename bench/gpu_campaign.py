@@ -1,0 +1,265 @@
+"""One lent GPU's worth of training as parallel processes, in one call: teachers, then the students, the ablation
+and the DisWOT validation against the best teacher.
+
+Made for the few minutes of one H100 (16 cores) that a session may be lent; ``--tiny`` runs the same plan with toy
+budgets on the CPU to check it first. The data travels as a :func:`kdcore.data.save_pack` file (``.xz``-compressed).
+
+1. Teachers (resnet18, several schedules) and the ablation's student-alone cells, all at once.
+2. When the teachers are done (or at ``--teacher-deadline``): the best by validation accuracy is saved in fp16 as
+   ``models/teacher`` (its fp16 predictions checked against fp32) and its logit/LRP/Grad-CAM caches are built once;
+   then the shipped-student candidates, the ablation's KD cells and the DisWOT candidates' distillations run,
+   most important first, ``--parallel`` at a time, until ``--deadline``.
+3. Everything small (metrics, configs, cells, results, the new teacher and students) goes into ``OUT`` as a tar
+   split into <= 15 MB parts, with ``campaign.json`` (what ran, how long, what was cut).
+
+    python bench/gpu_campaign.py --pack .gpu/brain-128.safetensors.xz --out $OUT
+    python bench/gpu_campaign.py --pack .gpu/brain-128.safetensors.xz --out /tmp/campaign --tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STUDENTS = ("resnet10t_w20", "mobilenetv2_035")  # the shipped family's pick and a capacity-limited mobile net
+ABLATION_CONFIGS = ("1-alone", "2-kd", "3-diswot", "4-thesis", "5a-diswot+cosine", "5b-diswot+lrp")
+
+
+@dataclass
+class Job:
+    name: str
+    argv: list[str]
+    priority: int  # lower runs first
+    log: Path
+    proc: subprocess.Popen | None = None
+    status: str = "queued"  # queued, running, ok, failed, killed, skipped
+    start: float | None = None
+    end: float | None = None
+    info: dict = field(default_factory=dict)
+
+
+class Pool:
+    """Runs jobs as child processes, ``parallel`` at a time, lowest priority number first."""
+
+    def __init__(self, parallel: int, env: dict, t0: float):
+        self.parallel, self.env, self.t0 = parallel, env, t0
+        self.jobs: list[Job] = []
+
+    def add(self, job: Job) -> None:
+        self.jobs.append(job)
+
+    def running(self) -> list[Job]:
+        return [j for j in self.jobs if j.status == "running"]
+
+    def poll(self, launch: bool = True) -> None:
+        for j in self.running():
+            rc = j.proc.poll()
+            if rc is not None:
+                j.status, j.end = ("ok" if rc == 0 else "failed"), self.now()
+        if launch:
+            for j in sorted((j for j in self.jobs if j.status == "queued"), key=lambda j: j.priority):
+                if len(self.running()) >= self.parallel:
+                    break
+                j.log.parent.mkdir(parents=True, exist_ok=True)
+                j.proc = subprocess.Popen([sys.executable, *j.argv], cwd=REPO, env=self.env, start_new_session=True,
+                                          stdout=open(j.log, "w"), stderr=subprocess.STDOUT)
+                j.status, j.start = "running", self.now()
+
+    def kill(self, jobs: list[Job]) -> None:
+        for j in jobs:
+            if j.status == "running":
+                os.killpg(j.proc.pid, signal.SIGKILL)
+                j.proc.wait()
+                j.status, j.end = "killed", self.now()
+            elif j.status == "queued":
+                j.status = "skipped"
+
+    def now(self) -> float:
+        return round(time.time() - self.t0, 1)
+
+    def report(self) -> list[dict]:
+        return [{"name": j.name, "status": j.status, "start_s": j.start, "end_s": j.end, **j.info} for j in self.jobs]
+
+
+def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], list[tuple]]:
+    """(stage-1 jobs, stage-2 jobs) as (name, argv, priority)."""
+    t = a.tiny
+    cap = ["--max-images", "64"] if t else []
+    teachers = [  # (name, epochs, batch, lr, seed): a short one that surely ends in time, and longer schedules
+        ("teacher-e60-b128", 60, 128, 4e-3, 0), ("teacher-e100-b64", 100, 64, 2e-3, 0),
+        ("teacher-e120-b128", 120, 128, 4e-3, 1), ("teacher-e150-b64", 150, 64, 2e-3, 2),
+    ][: 2 if t else 4]
+    stage1 = [(n, ["-m", "kdcore", "train-teacher", "--arch", "resnet18", "--data", str(pack), "--out", str(runs / n),
+                   "--epochs", str(1 if t else e), "--batch-size", str(b), "--lr", str(lr), "--seed", str(s), *cap], 0)
+              for n, e, b, lr, s in teachers]
+    seeds = range(2 if t else 5)
+    ablation = ["bench/distill_ablation.py", "--data", str(pack), "--teacher", "teacher", "--students", ",".join(STUDENTS),
+                "--size", "128", "--epochs", str(1 if t else 20), "--batch-size", "128", "--lr", "4e-3",
+                "--runs", str(runs / "ablation"), *cap]
+    for s in seeds:
+        stage1 += [(f"ablation/{st}/1-alone/{s}", ablation + ["--only", f"{st}/1-alone/{s}"], 1) for st in STUDENTS]
+    students = [  # (name, arch, loss, extra args, priority)
+        ("student-r10w20-kd", "resnet10t_w20", "ce=1,kd=1", ["--no-teacher-cache", "--lr", "3e-3"], 0),
+        ("student-mnv2035-kd", "mobilenetv2_035", "ce=1,kd=1", ["--no-teacher-cache", "--lr", "4e-3"], 0),
+        ("student-r10w20-thesis", "resnet10t_w20", "ce=1,kd=1,feat=1,sem=1", ["--lr", "3e-3"], 3),
+    ]
+    stage2 = [(n, ["-m", "kdcore", "distill", "--teacher", "teacher", "--student", arch, "--data", str(pack),
+                   "--out", str(runs / n), "--loss", loss, "--epochs", str(1 if t else (60 if "sem" in loss else 100)),
+                   "--batch-size", "64", *extra, *cap], prio) for n, arch, loss, extra, prio in students]
+    for s in seeds:
+        stage2 += [(f"ablation/{st}/{c}/{s}", ablation + ["--only", f"{st}/{c}/{s}"], 1 if s < 3 else 4)
+                   for st in STUDENTS for c in ABLATION_CONFIGS[1:]]
+    from diswot_validate import BENCH_CANDIDATES
+
+    diswot = ["bench/diswot_validate.py", "--data", str(pack), "--teacher", "models/teacher", "--runs",
+              str(runs / "diswot"), "--epochs", str(1 if t else 15), "--batch-size", "128", *cap]
+    for s in (0, 1):
+        stage2 += [(f"diswot/{c}/{s}", diswot + ["--only", f"{c}/{s}"], 2 if s == 0 else 5)
+                   for c in BENCH_CANDIDATES[: 2 if t else None]]
+    return stage1, stage2
+
+
+def select_teacher(runs: Path, names: list[str], pack: Path, cache_dir: Path) -> dict:
+    """Ship the best teacher run's model in fp16 as ``models/teacher``; build its teacher caches once."""
+    import torch
+
+    from kdcore.data import load_train_data
+    from kdcore.distill.teacher_cache import build_cache
+    from kdcore.models import BUNDLED, load_model, save_model
+    from kdcore.train import predict_logits
+
+    scores = {}
+    for n in names:
+        cfg = runs / n / "best" / "config.json"
+        if cfg.is_file():
+            scores[n] = json.loads(cfg.read_text())["kdcore"]["summary"]["val_metrics"]["accuracy"]
+    best = max(scores, key=scores.get)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model, info = load_model(runs / best / "best", dev)
+    data = load_train_data(str(pack), info.spec.size)
+    pred32 = predict_logits(model, data.val.pixels, info.spec).argmax(1).cpu()
+    dst = BUNDLED["teacher"]
+    shutil.rmtree(dst, ignore_errors=True)
+    save_model(model.cpu(), dst, info, half=True)
+    teacher, tinfo = load_model("teacher", dev)
+    pred16 = predict_logits(teacher, data.val.pixels, tinfo.spec).argmax(1).cpu()
+    os.environ["KDCORE_CACHE"] = str(cache_dir)
+    t0 = time.perf_counter()
+    for method in (None, "lrp", "gradcam"):
+        for _ in build_cache(teacher, tinfo.spec, data.train.pixels, data.train.labels, method, 32):
+            pass
+    return {"scores": scores, "chosen": best, "fp16_same_predictions": int((pred32 == pred16).sum()),
+            "val_images": len(pred32), "fp16_accuracy": float((pred16 == data.val.labels).float().mean()),
+            "cache_build_s": round(time.perf_counter() - t0, 1)}
+
+
+def pack_results(out: Path, runs: Path, part_mb: int = 15) -> list[str]:
+    """Small files of every run plus models/teacher into ``out/results.tar`` parts."""
+    keep = ("metrics.jsonl", "config.json", "cell.json", "result.json", "README.md", "model.safetensors", ".log")
+    tar_path = out / "results.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        tar.add(REPO / "models" / "teacher", arcname="models/teacher")
+        for f in sorted(runs.rglob("*")):
+            rel = f.relative_to(runs)
+            if not f.is_file() or not f.name.endswith(keep) or "checkpoint" in f.name:
+                continue
+            if f.name == "model.safetensors" and not (rel.parts[0].startswith("student") and rel.parts[1:2] == ("best",)):
+                continue  # weights: only the shipped-student candidates' best models
+            tar.add(f, arcname=f"runs/{rel}")
+    data, parts = tar_path.read_bytes(), []
+    tar_path.unlink()
+    for i in range(0, len(data), part_mb << 20):
+        name = f"results.tar.part{i // (part_mb << 20):02d}"
+        (out / name).write_bytes(data[i : i + (part_mb << 20)])
+        parts.append(name)
+    return parts
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pack", required=True, help="data pack (.safetensors or .safetensors.xz)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--work", default="/dev/shm/kdcore-campaign", help="fast scratch folder for runs and caches")
+    p.add_argument("--parallel", type=int, default=14)
+    p.add_argument("--teacher-deadline", type=float, default=230.0, help="seconds: stop waiting for teachers")
+    p.add_argument("--deadline", type=float, default=510.0, help="seconds: kill what still runs, then pack")
+    p.add_argument("--tiny", action="store_true", help="toy budgets, to check the plan on the CPU")
+    a = p.parse_args(argv)
+    t0 = time.time()
+    out, work = Path(a.out), Path(a.work)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    runs = work / "runs"
+    runs.mkdir(parents=True)
+    pack = Path(a.pack)
+    if pack.suffix == ".xz":
+        dst = work / pack.stem
+        with lzma.open(pack) as src, open(dst, "wb") as f:
+            shutil.copyfileobj(src, f, 1 << 24)
+        pack = dst
+    sys.path[:0] = [str(REPO), str(REPO / "bench")]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "TQDM_MININTERVAL": "10", "KDCORE_CACHE": str(work / "cache"),
+                        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    report: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv, "tiny": a.tiny,
+                    "unpack_s": round(time.time() - t0, 1)}
+    try:
+        import torch
+
+        report["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        report["torch"] = torch.__version__
+    except Exception as e:  # noqa: BLE001 - recorded, not fatal
+        report["device"] = repr(e)
+    stage1, stage2 = plan(a, pack, runs)
+    pool = Pool(a.parallel, env, t0)
+    for name, args, prio in stage1:
+        pool.add(Job(name, args, prio, runs / "logs" / f"{name.replace('/', '_')}.log"))
+    teachers = [j for j in pool.jobs if j.name.startswith("teacher")]
+    stage2_started = False
+    write = lambda: (out / "campaign.json").write_text(json.dumps(report | {"jobs": pool.report()}, indent=1))  # noqa: E731
+    while True:
+        pool.poll()
+        now = pool.now()
+        if not stage2_started and (all(j.status not in ("queued", "running") for j in teachers)
+                                   or now > a.teacher_deadline):
+            pool.kill([j for j in teachers if j.status in ("queued", "running")])
+            report["teacher_stage_end_s"] = now
+            try:
+                report["teacher"] = select_teacher(runs, [j.name for j in teachers], pack, work / "cache")
+            except Exception as e:  # noqa: BLE001 - without a teacher, stage 2 cannot run: pack what there is
+                report["teacher"] = {"error": repr(e)}
+                break
+            report["teacher"]["selected_at_s"] = pool.now()
+            for name, args, prio in stage2:
+                pool.add(Job(name, args, prio, runs / "logs" / f"{name.replace('/', '_')}.log"))
+            stage2_started = True
+            write()
+        if stage2_started and not pool.running() and not any(j.status == "queued" for j in pool.jobs):
+            break
+        if now > a.deadline:
+            break
+        time.sleep(1.0)
+    pool.poll(launch=False)
+    pool.kill(pool.jobs)
+    report["end_s"] = pool.now()
+    write()
+    report["parts"] = pack_results(out, runs)
+    report["packed_s"] = pool.now()
+    write()
+    print(json.dumps({k: v for k, v in report.items() if k != "jobs"}, indent=1))
+    print({s: sum(j.status == s for j in pool.jobs) for s in ("ok", "failed", "killed", "skipped")})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
