@@ -109,4 +109,4 @@ def test_data_pack_round_trip_trains_the_same(data, tiny_data, tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(KDCoreError, match="not a kdcore data pack"):
         load_pack(tmp_path / "plain.safetensors", 32)
-    assert main(["pack", str(tiny_data), "--size", "32", "--out", str(tmp_path / "x.npz")]) == 2
+    assert main(["pack", str(tiny_data), "--size", "32", "--split", data.split_path, "--out", str(tmp_path / "x.npz")]) == 2
