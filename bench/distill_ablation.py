@@ -147,9 +147,11 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str]:
         summary[student] = {}
         for config in s["configs"]:
             rows = [cells[key] for seed in s["seeds"] if (key := f"{student}/{config}/{seed}") in cells]
-            if not rows:
-                continue
             cpu = res.get("throughput", {}).get(f"{student}/{config}")
+            if not rows:
+                if cpu:
+                    lines.append(f"| {student} | {config} | 0 | - | - | - | - | - | {cpu:.0f} |")
+                continue
             summary[student][config] = {
                 "n": len(rows), "accuracy": [r["accuracy"] for r in rows], "macro_f1": [r["macro_f1"] for r in rows],
                 "devices": sorted({r.get("device", "cpu") for r in rows}),
@@ -159,6 +161,10 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str]:
             lines.append(f"| {student} | {config} | {len(rows)} | {_mean_std(c['accuracy'])} | "
                          f"{_mean_std(c['macro_f1'])} | {', '.join(c['devices'])} | {c['train_time_s']:.0f} | "
                          f"{c['images_per_s']:.0f} | {f'{cpu:.0f}' if cpu else '-'} |")
+    if res.get("throughput"):
+        lines += ["", f"images/s on this CPU: {torch.get_num_threads()} threads, the first steps of one epoch at the "
+                      "same settings (`--throughput-steps`), teacher caches built beforehand; 'images/s there': "
+                      "each cell's training (on a shared GPU, 14 processes at once)."]
     lines += ["", "Paired differences (mean over seeds; 95% bootstrap CI over seeds and validation images):", "",
               "| student | comparison | Δ accuracy [95% CI] | Δ macro-F1 [95% CI] |", "|---|---|---|---|"]
     for student in s["students"]:

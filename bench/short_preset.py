@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     res = json.loads(json_path.read_text()) if json_path.is_file() else {"runs": {}}
     res["command"] = "python bench/short_preset.py " + shlex.join(argv or sys.argv[1:])
     base = make_config("short", overrides={"teacher": a.teacher, **json.loads(a.override)})
-    res["config"] = base.to_dict()
+    config = json.loads(json.dumps(base.to_dict()))
+    if res.get("config", config) != config:
+        res["runs"] = {}  # runs of another configuration are not this one's
+    res["config"] = config
     data = load_train_data(a.data, base.size, a.split)
     y, k = data.val.labels.numpy(), len(data.class_names)
     seeds = [int(s) for s in a.seeds.split(",")]
