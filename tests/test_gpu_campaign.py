@@ -1,0 +1,62 @@
+"""bench/gpu_campaign.py: the plan's commands parse with today's CLI, and the results pack keeps the small files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from kdcore.cli import build_parser
+from kdcore.models import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+gpu_campaign = pytest.importorskip("gpu_campaign")
+
+
+@pytest.mark.parametrize("tiny", [False, True])
+def test_plan_commands_parse(tiny, tmp_path):
+    stage1, stage2 = gpu_campaign.plan(argparse.Namespace(tiny=tiny), tmp_path / "pack.safetensors", tmp_path / "runs")
+    names = [n for n, _, _ in stage1 + stage2]
+    assert len(names) == len(set(names))
+    assert sum(n.startswith("teacher") for n in names) == (2 if tiny else 4)
+    assert sum(n.startswith("ablation/") for n in names) == 2 * 6 * (2 if tiny else 5)
+    assert all(prio == 0 for n, _, prio in stage1 if n.startswith("teacher"))
+    parser = build_parser()
+    for name, argv, _ in stage1 + stage2:
+        if argv[:2] == ["-m", "kdcore"]:
+            parser.parse_args(argv[2:])  # exits (SystemExit) on an unknown flag
+        else:
+            assert (REPO_ROOT / argv[0]).is_file() and "--only" in argv, name
+            key = argv[argv.index("--only") + 1]
+            assert name.endswith(key)
+
+
+def test_pack_results_keeps_small_files_and_student_weights(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "models" / "teacher").mkdir(parents=True)
+    (repo / "models" / "teacher" / "model.safetensors").write_bytes(b"t" * 100)
+    monkeypatch.setattr(gpu_campaign, "REPO", repo)
+    runs = tmp_path / "runs"
+    files = {
+        "student-a/best/model.safetensors": b"s" * 3000, "student-a/metrics.jsonl": b"{}\n",
+        "student-a/checkpoint.safetensors": b"c", "teacher-x/best/model.safetensors": b"w",
+        "teacher-x/best/config.json": b"{}", "ablation/r/2-kd/seed0/cell.json": b"{}",
+        "ablation/r/2-kd/seed0/best/model.safetensors": b"w", "logs/teacher-x.log": b"ok",
+    }
+    for rel, data in files.items():
+        (runs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (runs / rel).write_bytes(data)
+    out = tmp_path / "out"
+    out.mkdir()
+    parts = gpu_campaign.pack_results(out, runs)
+    blob = b"".join((out / p).read_bytes() for p in parts)
+    (tmp_path / "all.tar").write_bytes(blob)
+    with tarfile.open(tmp_path / "all.tar") as tar:
+        names = set(tar.getnames())
+    assert {"models/teacher/model.safetensors", "runs/student-a/best/model.safetensors", "runs/student-a/metrics.jsonl",
+            "runs/teacher-x/best/config.json", "runs/ablation/r/2-kd/seed0/cell.json", "runs/logs/teacher-x.log"} <= names
+    assert not {"runs/student-a/checkpoint.safetensors", "runs/teacher-x/best/model.safetensors",
+                "runs/ablation/r/2-kd/seed0/best/model.safetensors"} & names
