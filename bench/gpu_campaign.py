@@ -14,6 +14,12 @@ budgets on the CPU to check it first. The data travels as a :func:`kdcore.data.s
 
     python bench/gpu_campaign.py --pack .gpu/brain-128.safetensors.xz --out $OUT
     python bench/gpu_campaign.py --pack .gpu/brain-128.safetensors.xz --out /tmp/campaign --tiny
+
+``--shipped-teacher`` skips step 1's teachers and distils from ``models/teacher``; ``--skip-finished`` leaves out
+the ablation cells already in ``bench/results/distill_ablation.json``. The device tool sends at most 64 MB: the
+pack (44 MB) and the tracked tree with the fp16 teacher (25 MB) do not fit in one call, so a run with the shipped
+teacher takes two calls on the same warm machine: one carrying the pack (``models/teacher`` untracked for it) that
+only unpacks it to ``/dev/shm``, then the campaign with ``--pack /dev/shm/...`` and the normal tree.
 """
 
 from __future__ import annotations
@@ -99,7 +105,7 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     teachers = [  # (name, epochs, batch, lr, seed): a short one that surely ends in time, and longer schedules
         ("teacher-e60-b128", 60, 128, 4e-3, 0), ("teacher-e100-b64", 100, 64, 2e-3, 0),
         ("teacher-e120-b128", 120, 128, 4e-3, 1), ("teacher-e150-b64", 150, 64, 2e-3, 2),
-    ][: 2 if t else 4]
+    ][: 0 if a.shipped_teacher else 2 if t else 4]
     stage1 = [(n, ["-m", "kdcore", "train-teacher", "--arch", "resnet18", "--data", str(pack), "--out", str(runs / n),
                    "--epochs", str(1 if t else e), "--batch-size", str(b), "--lr", str(lr), "--seed", str(s), *cap], 0)
               for n, e, b, lr, s in teachers]
@@ -130,12 +136,11 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     return stage1, stage2
 
 
-def select_teacher(runs: Path, names: list[str], pack: Path, cache_dir: Path) -> dict:
-    """Ship the best teacher run's model in fp16 as ``models/teacher``; build its teacher caches once."""
+def select_teacher(runs: Path, names: list[str], pack: Path) -> dict:
+    """Ship the best teacher run's model in fp16 as ``models/teacher`` (its predictions checked against fp32)."""
     import torch
 
     from kdcore.data import load_train_data
-    from kdcore.distill.teacher_cache import build_cache
     from kdcore.models import BUNDLED, load_model, save_model
     from kdcore.train import predict_logits
 
@@ -154,14 +159,34 @@ def select_teacher(runs: Path, names: list[str], pack: Path, cache_dir: Path) ->
     save_model(model.cpu(), dst, info, half=True)
     teacher, tinfo = load_model("teacher", dev)
     pred16 = predict_logits(teacher, data.val.pixels, tinfo.spec).argmax(1).cpu()
+    return {"scores": scores, "chosen": best, "fp16_same_predictions": int((pred32 == pred16).sum()),
+            "val_images": len(pred32), "fp16_accuracy": float((pred16 == data.val.labels).float().mean())}
+
+
+def build_teacher_caches(pack: Path, cache_dir: Path) -> dict:
+    """The shipped teacher's logit, LRP and Grad-CAM caches, built once before the students start."""
+    import torch
+
+    from kdcore.data import load_train_data
+    from kdcore.distill.teacher_cache import build_cache
+    from kdcore.models import load_model
+
+    teacher, info = load_model("teacher", "cuda" if torch.cuda.is_available() else "cpu")
+    data = load_train_data(str(pack), info.spec.size)
     os.environ["KDCORE_CACHE"] = str(cache_dir)
     t0 = time.perf_counter()
     for method in (None, "lrp", "gradcam"):
-        for _ in build_cache(teacher, tinfo.spec, data.train.pixels, data.train.labels, method, 32):
+        for _ in build_cache(teacher, info.spec, data.train.pixels, data.train.labels, method, 32):
             pass
-    return {"scores": scores, "chosen": best, "fp16_same_predictions": int((pred32 == pred16).sum()),
-            "val_images": len(pred32), "fp16_accuracy": float((pred16 == data.val.labels).float().mean()),
-            "cache_build_s": round(time.perf_counter() - t0, 1)}
+    return {"cache_build_s": round(time.perf_counter() - t0, 1)}
+
+
+def finished_cells() -> set[str]:
+    """Job names of the ablation cells already in ``bench/results/distill_ablation.json`` (same settings)."""
+    path = REPO / "bench" / "results" / "distill_ablation.json"
+    if not path.is_file():
+        return set()
+    return {f"ablation/{key}" for key in json.loads(path.read_text()).get("cells", {})}
 
 
 def pack_results(out: Path, runs: Path, part_mb: int = 15) -> list[str]:
@@ -195,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher-deadline", type=float, default=230.0, help="seconds: stop waiting for teachers")
     p.add_argument("--deadline", type=float, default=510.0, help="seconds: kill what still runs, then pack")
     p.add_argument("--tiny", action="store_true", help="toy budgets, to check the plan on the CPU")
+    p.add_argument("--shipped-teacher", action="store_true", help="train no teachers: distil from models/teacher")
+    p.add_argument("--skip-finished", action="store_true",
+                   help="leave out the ablation cells already in bench/results/distill_ablation.json")
     a = p.parse_args(argv)
     t0 = time.time()
     out, work = Path(a.out), Path(a.work)
@@ -221,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - recorded, not fatal
         report["device"] = repr(e)
     stage1, stage2 = plan(a, pack, runs)
+    if a.skip_finished:
+        done = finished_cells()
+        stage1, stage2 = ([j for j in stage if j[0] not in done] for stage in (stage1, stage2))
+        report["skipped_finished"] = sorted(done)
     pool = Pool(a.parallel, env, t0)
     for name, args, prio in stage1:
         pool.add(Job(name, args, prio, runs / "logs" / f"{name.replace('/', '_')}.log"))
@@ -235,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             pool.kill([j for j in teachers if j.status in ("queued", "running")])
             report["teacher_stage_end_s"] = now
             try:
-                report["teacher"] = select_teacher(runs, [j.name for j in teachers], pack, work / "cache")
+                report["teacher"] = {} if a.shipped_teacher else select_teacher(runs, [j.name for j in teachers], pack)
+                report["teacher"] |= build_teacher_caches(pack, work / "cache")
             except Exception as e:  # noqa: BLE001 - without a teacher, stage 2 cannot run: pack what there is
                 report["teacher"] = {"error": repr(e)}
                 break

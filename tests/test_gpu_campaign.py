@@ -16,12 +16,13 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 gpu_campaign = pytest.importorskip("gpu_campaign")
 
 
-@pytest.mark.parametrize("tiny", [False, True])
-def test_plan_commands_parse(tiny, tmp_path):
-    stage1, stage2 = gpu_campaign.plan(argparse.Namespace(tiny=tiny), tmp_path / "pack.safetensors", tmp_path / "runs")
+@pytest.mark.parametrize("tiny,shipped", [(False, False), (True, False), (False, True)])
+def test_plan_commands_parse(tiny, shipped, tmp_path):
+    a = argparse.Namespace(tiny=tiny, shipped_teacher=shipped)
+    stage1, stage2 = gpu_campaign.plan(a, tmp_path / "pack.safetensors", tmp_path / "runs")
     names = [n for n, _, _ in stage1 + stage2]
     assert len(names) == len(set(names))
-    assert sum(n.startswith("teacher") for n in names) == (2 if tiny else 4)
+    assert sum(n.startswith("teacher") for n in names) == (0 if shipped else 2 if tiny else 4)
     assert sum(n.startswith("ablation/") for n in names) == 2 * 6 * (2 if tiny else 5)
     assert all(prio == 0 for n, _, prio in stage1 if n.startswith("teacher"))
     parser = build_parser()
@@ -60,3 +61,10 @@ def test_pack_results_keeps_small_files_and_student_weights(tmp_path, monkeypatc
             "runs/teacher-x/best/config.json", "runs/ablation/r/2-kd/seed0/cell.json", "runs/logs/teacher-x.log"} <= names
     assert not {"runs/student-a/checkpoint.safetensors", "runs/teacher-x/best/model.safetensors",
                 "runs/ablation/r/2-kd/seed0/best/model.safetensors"} & names
+
+
+def test_finished_cells_are_the_committed_ones():
+    import json
+
+    cells = json.loads((REPO_ROOT / "bench" / "results" / "distill_ablation.json").read_text())["cells"]
+    assert gpu_campaign.finished_cells() == {f"ablation/{k}" for k in cells}
