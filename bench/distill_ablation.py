@@ -72,13 +72,19 @@ def paired_bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray, k: i
             for j, name in enumerate(("accuracy", "macro_f1"))}
 
 
-def run_cell(a: argparse.Namespace, student: str, config: str, seed: int, val_pixels: torch.Tensor,
-             y: np.ndarray, k: int) -> dict:
-    cfg = RunConfig(
+def cell_config(a: argparse.Namespace, student: str, config: str, seed: int, epochs: int,
+                max_images: int | None) -> RunConfig:
+    """The run of one cell: the table's settings, the configuration's loss terms."""
+    return RunConfig(
         teacher=a.teacher, student=student, size=a.size,
-        train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=seed, max_images=a.max_images),
+        train=TrainConfig(epochs=epochs, batch_size=a.batch_size, lr=a.lr, seed=seed, max_images=max_images),
         distill=DistillConfig(temperature=a.temperature, teacher_cache=not a.no_teacher_cache, **CONFIGS[config]),
     )
+
+
+def run_cell(a: argparse.Namespace, student: str, config: str, seed: int, val_pixels: torch.Tensor,
+             y: np.ndarray, k: int) -> dict:
+    cfg = cell_config(a, student, config, seed, a.epochs, a.max_images)
     out = cell_dir(a, student, config, seed)
     t0 = time.perf_counter()
     final = run_to_end(run(cfg, a.data, out, resume=has_checkpoint(out), split=a.split))
@@ -107,11 +113,7 @@ def cell_settings(a: argparse.Namespace) -> dict:
 
 def throughput(a: argparse.Namespace, student: str, config: str, steps: int) -> float:
     """Training images/s of one configuration here: ``steps`` steps of an epoch (teacher cache built first)."""
-    cfg = RunConfig(
-        teacher=a.teacher, student=student, size=a.size,
-        train=TrainConfig(epochs=1, batch_size=a.batch_size, lr=a.lr, seed=0, max_images=a.batch_size * steps),
-        distill=DistillConfig(temperature=a.temperature, teacher_cache=not a.no_teacher_cache, **CONFIGS[config]),
-    )
+    cfg = cell_config(a, student, config, 0, 1, a.batch_size * steps)
     with tempfile.TemporaryDirectory() as out:
         for e in run(cfg, a.data, out, split=a.split):
             if e["event"] == "epoch":

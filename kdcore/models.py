@@ -9,6 +9,7 @@ Weights are read from safetensors only; nothing is ever unpickled.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -61,6 +62,13 @@ def create_model(arch: str, num_classes: int, spec: InputSpec, **kwargs) -> nn.M
                                  **(variant_args | kwargs))
     except RuntimeError as e:
         raise KDCoreError(f"unknown architecture {arch!r} ({e})") from None
+
+
+def hash_weights(h: "hashlib._Hash", model: nn.Module) -> None:
+    """Feed every tensor of ``model.state_dict()`` (name and raw bytes) into the hash ``h``."""
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
 
 
 def count_params(model: nn.Module) -> int:

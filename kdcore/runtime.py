@@ -22,6 +22,7 @@ from torch import nn
 
 from kdcore.dataset import cache_dir
 from kdcore.imageio import InputSpec
+from kdcore.models import hash_weights
 
 OPSET = 17
 
@@ -67,9 +68,7 @@ def export_onnx(model: nn.Module, spec: InputSpec, path: str | os.PathLike) -> P
 def weights_digest(model: nn.Module, spec: InputSpec) -> str:
     """A digest of a model's weights, class and input convention: the name of its exported graph."""
     h = hashlib.sha1(f"{OPSET}|{type(model).__name__}|{spec}".encode())
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    hash_weights(h, model)
     return h.hexdigest()[:16]
 
 

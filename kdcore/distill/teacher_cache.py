@@ -26,6 +26,7 @@ from kdcore.dataset import cache_dir
 from kdcore.distill.losses import match_size
 from kdcore.errors import KDCoreError
 from kdcore.imageio import InputSpec
+from kdcore.models import hash_weights
 
 CACHE_VERSION = "1"
 
@@ -41,9 +42,7 @@ class TeacherCache:
 def cache_key(teacher: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, method: str | None, map_size: int) -> str:
     """A digest of the teacher's weights, the images and labels, and the map settings."""
     h = hashlib.sha1(f"{CACHE_VERSION}|{method}|{map_size}|{tuple(pixels.shape)}".encode())
-    for name, t in teacher.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    hash_weights(h, teacher)
     h.update(pixels.cpu().contiguous().numpy().tobytes())
     h.update(labels.cpu().numpy().tobytes())
     return h.hexdigest()[:16]
