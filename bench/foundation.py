@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from kdcore.augment import augment_batch
 from kdcore.data import load_train_data
 from kdcore.evaluate import evaluate
 from kdcore.imageio import InputSpec
@@ -48,7 +49,19 @@ def loop_speed(data, arch: str, size: int, batch: int, steps: int) -> dict:
     bare_after = bare_speed(arch, size, batch, steps)
     bare = (bare_before + bare_after) / 2
     return {"kdcore_images_per_s": ours, "bare_images_per_s": bare, "bare_before_after": [bare_before, bare_after],
+            "augment_ms_per_batch": augment_ms(data, size, batch),
             "ratio": ours / bare, "steps": steps, "batch": batch, "arch": arch, "size": size}
+
+
+def augment_ms(data, size: int, batch: int, repeats: int = 20) -> float:
+    """Mean ms of augmenting one training batch (the data path's only per-step work besides indexing)."""
+    spec, cfg, gen = InputSpec(size), TrainConfig().augment, torch.Generator().manual_seed(0)
+    pixels = data.train.pixels[:batch]
+    augment_batch(pixels, spec, cfg, gen)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        augment_batch(pixels, spec, cfg, gen)
+    return (time.perf_counter() - t0) / repeats * 1000
 
 
 def bare_speed(arch: str, size: int, batch: int, steps: int) -> float:
@@ -100,6 +113,7 @@ Command: `python bench/foundation.py --teacher {a.teacher} --run {a.run} --data 
 | teacher params / FLOPs / batch-1 latency | {tv['params']:,} / {tv['flops'] / 1e9:.2f} G / {tv['latency_ms_batch1']:.1f} ms |
 | teacher training: epochs, time | {tt['epochs']}, {tt['train_time_min']:.1f} min ({tt['mean_images_per_s']:.0f} img/s mean) on {tt['device']} |
 | training loop vs bare PyTorch loop ({ls['arch']}, {ls['size']} px, batch {ls['batch']}, this CPU) | {ls['kdcore_images_per_s']:.1f} vs {ls['bare_images_per_s']:.1f} img/s (ratio {ls['ratio']:.2f}; bare before/after: {ls['bare_before_after'][0]:.1f}/{ls['bare_before_after'][1]:.1f}) |
+| augmenting one batch of {ls['batch']} (affine warp + photometric jitter) | {ls['augment_ms_per_batch']:.1f} ms |
 """
     (OUT / "foundation.md").write_text(md)
     print(md)
