@@ -1,7 +1,8 @@
 """Batched augmentation of MRI slices on tensors (CPU or GPU), with the geometry returned for reuse.
 
 Slices keep their anatomy: small rotations, scalings and shifts, left-right flips, and brightness/contrast/gamma
-jitter, all drawn from an explicit generator. :func:`random_affine` returns the ``(B, 2, 3)`` affine so that
+jitter, all drawn from an explicit generator; optionally mixup (:func:`mix_batch`), which blends pairs of slices and
+their labels into soft targets. :func:`random_affine` returns the ``(B, 2, 3)`` affine so that
 anything aligned with the input (e.g. a teacher's precomputed relevance map) can be warped the same way by
 :func:`warp`.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -78,3 +80,17 @@ def augment_batch(
     x = photometric(warp(x, theta), cfg, gen)
     x = (x - spec.mean) / spec.std
     return (x.expand(-1, spec.channels, -1, -1) if spec.channels > 1 else x), theta
+
+
+def mix_batch(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al. 2018): ``x (B, C, S, S)``, labels ``y (B,)`` -> mixed inputs, soft targets ``(B, K)``.
+
+    One weight ``lam ~ Beta(alpha, alpha)`` per batch (drawn from ``gen``), each image blended with a shuffled
+    partner.
+    """
+    lam = float(np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen))).beta(alpha, alpha))
+    perm = torch.randperm(len(x), generator=gen).to(x.device)
+    onehot = F.one_hot(y, num_classes).to(x.dtype)
+    return lam * x + (1 - lam) * x[perm], lam * onehot + (1 - lam) * onehot[perm]

@@ -88,6 +88,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
+    p.add_argument("--mixup", type=float, default=None, help="mixup Beta(alpha, alpha); 0 = off (default)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--init", default=None, help="start from this model folder's weights (fine-tuning)")
 
@@ -123,7 +124,7 @@ def cmd_train_teacher(a: argparse.Namespace) -> int:
     from kdcore.train import Supervised, TrainConfig, fit, with_overrides
 
     cfg = with_overrides(TrainConfig(), epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                         max_images=a.max_images)
+                         max_images=a.max_images, mixup=a.mixup)
     data = load_train_data(a.data, a.size, a.split)
     if a.init:
         from kdcore.models import load_model
@@ -226,6 +227,8 @@ def _args_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
+    p.add_argument("--mixup", type=float, default=None, help="mixup Beta(alpha, alpha) (needs --no-teacher-cache)")
+    p.add_argument("--init", default=None, help="start the student from this model folder's weights")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
     p.add_argument("--resume", action="store_true")
@@ -235,10 +238,11 @@ def _args_distill(p: argparse.ArgumentParser) -> None:
 def cmd_distill(a: argparse.Namespace) -> int:
     from kdcore.distill import make_config, parse_loss, run
 
-    train = {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "max_images": a.max_images, "seed": a.seed}
+    train = {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "max_images": a.max_images, "seed": a.seed,
+             "mixup": a.mixup}
     distill = {"feat_distance": a.feat_distance, "sem_map": a.sem_map, "temperature": a.temperature,
                "loss": parse_loss(a.loss) if a.loss else None, "teacher_cache": False if a.no_teacher_cache else None}
-    overrides = {"teacher": a.teacher, "student": a.student, "size": a.size,
+    overrides = {"teacher": a.teacher, "student": a.student, "size": a.size, "init": a.init,
                  "train": {k: v for k, v in train.items() if v is not None},
                  "distill": {k: v for k, v in distill.items() if v is not None}}
     cfg = make_config(a.preset, a.config, {k: v for k, v in overrides.items() if v is not None})

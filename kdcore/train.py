@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from kdcore.augment import AugmentConfig, augment_batch, to_input
+from kdcore.augment import AugmentConfig, augment_batch, mix_batch, to_input
 from kdcore.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from kdcore.data import TensorSet, TrainData
 from kdcore.errors import KDCoreError
@@ -46,6 +46,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     seed: int = 0
     max_images: int | None = None  # image budget per epoch (a seeded subset of the training split)
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off (then the objective gets hard labels)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mean: float = InputSpec.mean  # the input normalisation of the trained model
     std: float = InputSpec.std
@@ -64,8 +65,8 @@ class TrainConfig:
 class Objective(nn.Module):
     """What :func:`fit` trains. ``student`` is the model that gets exported.
 
-    ``forward(x (B, C, S, S), y (B,), theta (B, 2, 3) | None, index (B,)) -> (logits (B, K), {name: term})``:
-    the terms are already weighted; their sum is minimised.
+    ``forward(x (B, C, S, S), y (B,) | (B, K), theta (B, 2, 3) | None, index (B,)) -> (logits (B, K), {name: term})``:
+    ``y`` are class indices, or soft targets under mixup; the terms are already weighted; their sum is minimised.
     """
 
     student: nn.Module
@@ -213,13 +214,16 @@ def fit(
                 return
             gidx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x, theta = augment_batch(train.pixels[gidx], spec, cfg.augment, gen)
+            y = target = train.labels[gidx]
+            if cfg.mixup > 0:
+                x, target = mix_batch(x, y, len(data.class_names), cfg.mixup, gen)
             share = len(gidx) // env.world
             sl = slice(env.rank * share, (env.rank + 1) * share)
-            x, y, idx = x[sl], train.labels[gidx][sl], gidx[sl]
+            x, y, target, idx = x[sl], y[sl], target[sl], gidx[sl]
             theta = theta[sl] if theta is not None else None
             for g in opt.param_groups:
                 g["lr"] = lr_at(epoch * steps_per_epoch + step, total, warmup, cfg.lr)
-            logits, terms = model(x, y, theta, idx)
+            logits, terms = model(x, target, theta, idx)
             loss = sum(terms.values())
             opt.zero_grad(set_to_none=True)
             loss.backward()

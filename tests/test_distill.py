@@ -154,3 +154,34 @@ def test_sem_refuses_a_student_without_second_derivative(tiny_model_dir):
     student = create_model("mobilenetv3_small_050", 4, SPEC)  # Hardsigmoid: no double backward in PyTorch
     with pytest.raises(KDCoreError, match="cannot train this student"):
         Distiller(student, teacher, SPEC, info.spec, DistillConfig(loss={"ce": 1, "sem": 1}))
+
+
+def test_init_starts_the_student_from_a_model_folder(tiny_model_dir, tiny_data, split, tmp_path):
+    """With lr 0 the exported student keeps the init's weights; a wrong architecture is refused in one line."""
+    cfg = _cfg(tiny_model_dir, {"ce": 1, "kd": 1}, epochs=1)
+    cfg.init, cfg.train.lr = str(tiny_model_dir), 0.0
+    final = run_to_end(run(cfg, str(tiny_data), tmp_path / "i", split=split))
+    init = load_file(str(tiny_model_dir / "model.safetensors"))
+    out = load_file(str(tmp_path / "i" / "best" / "model.safetensors"))
+    assert final["event"] == "done" and not any(k.startswith("projector") for k in out)
+    assert all(torch.equal(out[k], init[k]) for k in init if "weight" in k and init[k].ndim > 1)
+    other = _cfg(tiny_model_dir, {"ce": 1}, epochs=1)
+    other.student, other.init = "resnet10t_w16", str(tiny_model_dir)
+    with pytest.raises(KDCoreError, match="is a test_resnet"):
+        run_to_end(run(other, str(tiny_data), tmp_path / "w", split=split))
+
+
+def test_mixup_needs_per_step_teacher_and_trains_with_soft_targets(tiny_model_dir, tiny_data, split, tmp_path):
+    cfg = _cfg(tiny_model_dir, {"ce": 1, "kd": 1}, epochs=1)
+    cfg.train.mixup = 0.4
+    with pytest.raises(KDCoreError, match="no-teacher-cache"):
+        run_to_end(run(cfg, str(tiny_data), tmp_path / "c", split=split))
+    sem = _cfg(tiny_model_dir, {"ce": 1, "sem": 1}, epochs=1, teacher_cache=False)
+    sem.train.mixup = 0.4
+    with pytest.raises(KDCoreError, match="no single target class"):
+        run_to_end(run(sem, str(tiny_data), tmp_path / "s", split=split))
+    cfg.distill.teacher_cache = False
+    runs = [run_to_end(run(cfg, str(tiny_data), tmp_path / f"m{i}", split=split)) for i in range(2)]
+    first, again = (r["history"][0] for r in runs)
+    assert runs[0]["event"] == "done" and first["train_kd"] > 0
+    assert (first["train_loss"], first["val_accuracy"]) == (again["train_loss"], again["val_accuracy"])  # seeded

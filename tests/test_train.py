@@ -84,6 +84,26 @@ def test_augmentation_identity_when_disabled(data):
     assert y.shape == x.shape and theta.shape == (4, 2, 3)
 
 
+def test_mixup_blends_pairs_into_soft_targets(data):
+    from kdcore.augment import mix_batch, to_input
+
+    x, y = to_input(data.train.pixels[:8], InputSpec(size=32)), torch.arange(8) % 4
+    mixed, target = mix_batch(x, y, 4, 1.0, torch.Generator().manual_seed(3))
+    again, _ = mix_batch(x, y, 4, 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(mixed, again) and target.shape == (8, 4)
+    assert torch.allclose(target.sum(1), torch.ones(8)) and (target >= 0).all()
+    lam = target[torch.arange(8), y].min()  # each row keeps its own label's weight (>= lam)
+    assert 0.05 < lam < 0.95
+    partner = (mixed - lam * x) / (1 - lam)  # the rest is another image of the batch
+    assert any(torch.allclose(partner[0], x[j], atol=1e-4) for j in range(8))
+
+
+def test_mixup_supervised_run_trains(data, tmp_path):
+    final = run_to_end(fit(_objective(), data, TrainConfig(epochs=1, batch_size=8, mixup=0.4), tmp_path / "m",
+                           "test_resnet"))
+    assert final["event"] == "done" and 0 < final["history"][0]["train_loss"] < 10
+
+
 def test_data_pack_round_trip_trains_the_same(data, tiny_data, tmp_path):
     """A pack is the same pixels, labels, classes and split; training on it gives the same first epoch."""
     from kdcore.cli import main

@@ -40,11 +40,12 @@ class RunConfig:
     teacher: str = "teacher"
     student: str = "mobilenetv2_035"
     size: int = 128
+    init: str | None = None  # a model folder of ``student``'s architecture to start from (else a random init)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict:
-        return {"teacher": self.teacher, "student": self.student, "size": self.size,
+        return {"teacher": self.teacher, "student": self.student, "size": self.size, "init": self.init,
                 "train": self.train.to_dict(), "distill": self.distill.to_dict()}
 
     @classmethod
@@ -52,7 +53,7 @@ class RunConfig:
         base = cls()
         return cls(
             teacher=d.get("teacher", base.teacher), student=d.get("student", base.student),
-            size=int(d.get("size", base.size)), train=TrainConfig.from_dict(d.get("train", {})),
+            size=int(d.get("size", base.size)), init=d.get("init"), train=TrainConfig.from_dict(d.get("train", {})),
             distill=DistillConfig.from_dict(d.get("distill", {})),
         )
 
@@ -98,9 +99,23 @@ def _check_resume(cfg: RunConfig, out: Path) -> None:
         return
     saved = RunConfig.from_dict(json.loads(saved_file.read_text())).to_dict()
     now = cfg.to_dict()
-    diff = [k for k in ("teacher", "student", "size", "distill") if saved[k] != now[k]]
+    diff = [k for k in ("teacher", "student", "size", "init", "distill") if saved[k] != now[k]]
     if diff:
         raise KDCoreError(f"{out}: --resume with a different {', '.join(diff)} than the saved run")
+
+
+def _init_student(student: torch.nn.Module, cfg: RunConfig, class_names: list[str]) -> None:
+    """Load the weights of the model folder ``cfg.init`` into ``student``, checked against its shape and classes."""
+    from kdcore.models import load_model
+
+    model, info = load_model(cfg.init)
+    if list(info.class_names) != list(class_names) or info.spec.size != cfg.size:
+        raise KDCoreError(f"--init {cfg.init}: classes {info.class_names} at {info.spec.size} px differ from the "
+                          f"run's {class_names} at {cfg.size} px")
+    try:
+        student.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    except RuntimeError:
+        raise KDCoreError(f"--init {cfg.init} is a {info.arch} {info.model_args or ''}, not a {cfg.student}") from None
 
 
 def run(
@@ -130,8 +145,12 @@ def run(
     spec = InputSpec(cfg.size, 1, cfg.train.mean, cfg.train.std)
     torch.manual_seed(cfg.train.seed)  # the same initial student for every loss configuration of a seed
     student = create_model(cfg.student, len(train_data.class_names), spec)
+    if cfg.init is not None:
+        _init_student(student, cfg, train_data.class_names)
+    if cfg.train.mixup > 0 and "sem" in dcfg.weights:
+        raise KDCoreError("mixup cannot train the sem term: a blended slice has no single target class to explain")
     summary = {"objective": "distillation", "teacher": cfg.teacher, "student": cfg.student,
-               "loss": dcfg.describe(), "distill": dcfg.to_dict()}
+               "loss": dcfg.describe(), "distill": dcfg.to_dict(), "init": cfg.init}
     if set(dcfg.weights) == {"ce"}:  # the student alone: no teacher at all
         objective = Supervised(student, cfg.train.label_smoothing)
         summary["objective"] = "supervised (student alone)"
@@ -142,6 +161,9 @@ def run(
         cache = None
         needs = dcfg.teacher_needs
         if dcfg.teacher_cache and needs & {"logits", "map"}:
+            if cfg.train.mixup > 0:
+                raise KDCoreError("mixup needs the teacher at every step (--no-teacher-cache): the cache holds the "
+                                  "teacher's outputs on un-mixed images")
             train_t = train_data.train
             if tinfo.spec.size != cfg.size:  # the teacher sees its own resolution
                 train_t = load_train_data(data, tinfo.spec.size, train_data.split_path).train
