@@ -127,11 +127,9 @@ def cmd_train_teacher(a: argparse.Namespace) -> int:
                          max_images=a.max_images, mixup=a.mixup)
     data = load_train_data(a.data, a.size, a.split)
     if a.init:
-        from kdcore.models import load_model
+        from kdcore.models import load_init
 
-        model, info = load_model(a.init)
-        if info.class_names != data.class_names:
-            raise KDCoreError(f"--init model classes {info.class_names} differ from the data's {data.class_names}")
+        model, info = load_init(a.init, data.class_names, a.size)
         a.arch = info.arch
     else:
         model = create_model(a.arch, len(data.class_names), InputSpec(a.size, 1, cfg.mean, cfg.std))

@@ -172,3 +172,12 @@ def load_model(ref: str | os.PathLike, device: str | torch.device = "cpu") -> tu
         raise KDCoreError(f"{folder}: weights do not fit {cfg.get('architecture')} ({str(e).splitlines()[0]})") from None
     info = ModelInfo(cfg["architecture"], class_names, spec, kd.get("summary", {}), str(folder), args)
     return model.to(device).eval(), info
+
+
+def load_init(ref: str | os.PathLike, class_names: list[str], size: int) -> tuple[nn.Module, ModelInfo]:
+    """:func:`load_model` for fine-tuning (``--init``): refuses a model of other classes or input size."""
+    model, info = load_model(ref)
+    if list(info.class_names) != list(class_names) or info.spec.size != size:
+        raise KDCoreError(f"--init {ref}: classes {info.class_names} at {info.spec.size} px differ from the "
+                          f"run's {list(class_names)} at {size} px")
+    return model, info

@@ -169,6 +169,9 @@ def test_init_starts_the_student_from_a_model_folder(tiny_model_dir, tiny_data, 
     other.student, other.init = "resnet10t_w16", str(tiny_model_dir)
     with pytest.raises(KDCoreError, match="is a test_resnet"):
         run_to_end(run(other, str(tiny_data), tmp_path / "w", split=split))
+    other.student, other.size = "test_resnet", 48
+    with pytest.raises(KDCoreError, match="at 32 px differ from the run's"):
+        run_to_end(run(other, str(tiny_data), tmp_path / "s", split=split))
 
 
 def test_mixup_needs_per_step_teacher_and_trains_with_soft_targets(tiny_model_dir, tiny_data, split, tmp_path):

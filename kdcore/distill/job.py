@@ -105,15 +105,12 @@ def _check_resume(cfg: RunConfig, out: Path) -> None:
 
 
 def _init_student(student: torch.nn.Module, cfg: RunConfig, class_names: list[str]) -> None:
-    """Load the weights of the model folder ``cfg.init`` into ``student``, checked against its shape and classes."""
-    from kdcore.models import load_model
+    """Load the weights of the model folder ``cfg.init`` into ``student`` (same architecture, classes and size)."""
+    from kdcore.models import load_init
 
-    model, info = load_model(cfg.init)
-    if list(info.class_names) != list(class_names) or info.spec.size != cfg.size:
-        raise KDCoreError(f"--init {cfg.init}: classes {info.class_names} at {info.spec.size} px differ from the "
-                          f"run's {class_names} at {cfg.size} px")
+    model, info = load_init(cfg.init, class_names, cfg.size)
     try:
-        student.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+        student.load_state_dict(model.state_dict())
     except RuntimeError:
         raise KDCoreError(f"--init {cfg.init} is a {info.arch} {info.model_args or ''}, not a {cfg.student}") from None
 
