@@ -5,7 +5,9 @@ Configurations (same epochs, augmentation, image budget, learning rate and initi
   4 the thesis ce + kd + feat(cosine) + sem(LRP); 5a (3) with cosine; 5b (3) with LRP.
 Every cell (student x configuration x seed) is a ``kdcore.distill.run`` in ``--runs/<student>/<config>/seed<k>``,
 whose result lands in ``cell.json`` there: finished cells are skipped, a cut cell resumes from its last epoch, and
-``--only STUDENT/CONFIG/SEED`` runs one cell alone (``bench/gpu_campaign.py`` runs many at once that way). Writes
+``--only STUDENT/CONFIG/SEED`` runs one cell alone (``bench/gpu_campaign.py`` runs many at once that way). The
+tuning grid's cells are configurations with a variant, ``CONFIG@T2`` (temperature 2) or ``CONFIG@w0.1`` (weight 0.1
+on feat and sem), run with ``--only`` and tabulated apart next to their base configuration. Writes
 ``bench/results/distill_ablation.json`` and ``.md``: mean ± std of validation accuracy and macro-F1, where each
 cell ran, images/s and time per configuration, the paired bootstrap 95% CI (images and seeds resampled) of
 (4)-(2), (4)-(1) and each single change, and with ``--throughput-steps`` every configuration's images/s here.
@@ -72,13 +74,27 @@ def paired_bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray, k: i
             for j, name in enumerate(("accuracy", "macro_f1"))}
 
 
+def variant(config: str) -> tuple[str, dict]:
+    """``"4-thesis@w0.1"`` -> ``("4-thesis", DistillConfig overrides)``: the base configuration's terms, retuned."""
+    base, _, var = config.partition("@")
+    spec = dict(CONFIGS[base])
+    if var.startswith("T"):
+        spec["temperature"] = float(var[1:])
+    elif var.startswith("w"):
+        spec["loss"] = {k: (float(var[1:]) if k in ("feat", "sem") else v) for k, v in spec["loss"].items()}
+    elif var:
+        raise ValueError(f"unknown variant {var!r}: T<temperature> or w<weight>")
+    return base, spec
+
+
 def cell_config(a: argparse.Namespace, student: str, config: str, seed: int, epochs: int,
                 max_images: int | None) -> RunConfig:
-    """The run of one cell: the table's settings, the configuration's loss terms."""
+    """The run of one cell: the table's settings, the configuration's loss terms (and its variant's changes)."""
+    spec = {"temperature": a.temperature} | variant(config)[1]
     return RunConfig(
         teacher=a.teacher, student=student, size=a.size,
         train=TrainConfig(epochs=epochs, batch_size=a.batch_size, lr=a.lr, seed=seed, max_images=max_images),
-        distill=DistillConfig(temperature=a.temperature, teacher_cache=not a.no_teacher_cache, **CONFIGS[config]),
+        distill=DistillConfig(teacher_cache=not a.no_teacher_cache, **spec),
     )
 
 
@@ -180,6 +196,18 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str]:
             summary[student][f"{a_cfg} vs {b_cfg}"] = d
             fmt = lambda m: f"{d[m]['diff']:+.4f} [{d[m]['ci95'][0]:+.4f}, {d[m]['ci95'][1]:+.4f}]"  # noqa: E731
             lines.append(f"| {student} | ({a_cfg}) - ({b_cfg}) | {fmt('accuracy')} | {fmt('macro_f1')} |")
+    tuned = sorted(key for key in cells if "@" in key)
+    if tuned:
+        lines += ["", "Tuning grid (the same small effort for every KD configuration; validation accuracy of each "
+                      "variant and of its base configuration with the same seed):", "",
+                  "| student | config | seed | val accuracy | val macro-F1 | base config's accuracy |",
+                  "|---|---|---|---|---|---|"]
+        for key in tuned:
+            student, config, seed = key.split("/")
+            c, base = cells[key], cells.get(f"{student}/{variant(config)[0]}/{seed}")
+            summary.setdefault("tuning", {})[key] = {"accuracy": c["accuracy"], "macro_f1": c["macro_f1"]}
+            base_acc = f"{base['accuracy']:.4f}" if base else "-"
+            lines.append(f"| {student} | {config} | {seed} | {c['accuracy']:.4f} | {c['macro_f1']:.4f} | {base_acc} |")
     return summary, "\n".join(lines) + "\n"
 
 
@@ -232,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                     cell = run_cell(a, student, config, seed, data.val.pixels, y, k)
                 if cell is not None:
                     res["cells"][key] = cell
+        for path in sorted(Path(a.runs).glob(f"{student}/*@*/seed*/cell.json")):
+            config, seed = path.parent.parent.name, int(path.parent.name[len("seed"):])
+            res["cells"][f"{student}/{config}/{seed}"] = load_cell(a, student, config, seed)
     tp_path = Path(a.runs) / "throughput.json"
     res["throughput"] = json.loads(tp_path.read_text()) if tp_path.is_file() else {}
     if a.throughput_steps:

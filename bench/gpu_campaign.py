@@ -12,14 +12,17 @@ budgets on the CPU to check it first. The data travels as a :func:`kdcore.data.s
 3. Everything small (metrics, configs, cells, results, the new teacher and students) goes into ``OUT`` as a tar
    split into <= 15 MB parts, with ``campaign.json`` (what ran, how long, what was cut).
 
+    python -m kdcore pack DATA --size 128 --out .gpu/brain-128.safetensors && xz -9 -k .gpu/brain-128.safetensors
     python bench/gpu_campaign.py --pack .gpu/brain-128.safetensors.xz --out $OUT
     python bench/gpu_campaign.py --pack .gpu/brain-128.safetensors.xz --out /tmp/campaign --tiny
 
 ``--shipped-teacher`` skips step 1's teachers and distils from ``models/teacher``; ``--skip-finished`` leaves out
-the ablation cells already in ``bench/results/distill_ablation.json``. The device tool sends at most 64 MB: the
-pack (44 MB) and the tracked tree with the fp16 teacher (25 MB) do not fit in one call, so a run with the shipped
-teacher takes two calls on the same warm machine: one carrying the pack (``models/teacher`` untracked for it) that
-only unpacks it to ``/dev/shm``, then the campaign with ``--pack /dev/shm/...`` and the normal tree.
+the ablation cells already in ``bench/results/distill_ablation.json``. The device tool sends at most 64 MiB: the
+pack (44 MB; lossless WebP gets 41, not enough) and the tracked tree with the fp16 teacher (25 MiB) do not fit in
+one call, so the pack travels in two halves (``split -n 2``) in two calls on the same warm machine: the first only
+copies its half to ``/dev/shm``, the second joins them and runs the campaign.
+Carry the pinned timm and zennit as wheels (``/work/.library/device/README.md``): the GPU image's timm 1.0.29
+writes no ``model_args`` into ``config.json``, so a saved width variant (``resnet10t_w20``) would not load.
 """
 
 from __future__ import annotations
@@ -99,7 +102,15 @@ class Pool:
 
 
 def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], list[tuple]]:
-    """(stage-1 jobs, stage-2 jobs) as (name, argv, priority)."""
+    """(stage-1 jobs, stage-2 jobs) as (name, argv, priority); lower priorities start first.
+
+    Stage 2, by priority: 0 the shipped-student candidates (long per-step KD runs with a weight average) and the
+    slowest cells of the shipped student (those with ``sem(lrp)``) of seeds 0-2; 1 the other cells of seeds 0-2; 2 the
+    tuning grid (seed 0 of the shipped student: T 2 for KD, weight 0.1 on feat and sem for the rest); 3 seeds 3-4;
+    4 the mobile student's ``sem(lrp)`` cells; 5 DisWOT. Rates seen with 16 processes on one H100 (session 4):
+    ``sem(lrp)`` 169 img/s on resnet10t_w20 but 22 img/s on mobilenetv2_035 (a depthwise double backward: over an
+    hour per cell, and it slows every other process), Grad-CAM ``sem`` 370, ce+kd 565-925, per-step-teacher KD 380.
+    """
     t = a.tiny
     cap = ["--max-images", "64"] if t else []
     teachers = [  # (name, epochs, batch, lr, seed): a short one that surely ends in time, and longer schedules
@@ -109,30 +120,37 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     stage1 = [(n, ["-m", "kdcore", "train-teacher", "--arch", "resnet18", "--data", str(pack), "--out", str(runs / n),
                    "--epochs", str(1 if t else e), "--batch-size", str(b), "--lr", str(lr), "--seed", str(s), *cap], 0)
               for n, e, b, lr, s in teachers]
-    seeds = range(2 if t else 5)
     ablation = ["bench/distill_ablation.py", "--data", str(pack), "--teacher", "teacher", "--students", ",".join(STUDENTS),
                 "--size", "128", "--epochs", str(1 if t else 20), "--batch-size", "128", "--lr", "4e-3",
                 "--runs", str(runs / "ablation"), *cap]
-    for s in seeds:
-        stage1 += [(f"ablation/{st}/1-alone/{s}", ablation + ["--only", f"{st}/1-alone/{s}"], 1) for st in STUDENTS]
-    students = [  # (name, arch, loss, extra args, priority)
-        ("student-r10w20-kd", "resnet10t_w20", "ce=1,kd=1", ["--no-teacher-cache", "--lr", "3e-3"], 0),
-        ("student-mnv2035-kd", "mobilenetv2_035", "ce=1,kd=1", ["--no-teacher-cache", "--lr", "4e-3"], 0),
-        ("student-r10w20-thesis", "resnet10t_w20", "ce=1,kd=1,feat=1,sem=1", ["--lr", "3e-3"], 3),
+    cell = lambda st, c, s, prio: (f"ablation/{st}/{c}/{s}", ablation + ["--only", f"{st}/{c}/{s}"], prio)  # noqa: E731
+    seeds = range(2 if t else 5)
+    stage1 += [cell(st, "1-alone", s, 1) for s in seeds for st in STUDENTS]
+    students = [  # (name, loss, extra args): the shipped recipe (60 epochs) run longer, with EMA, with mixup
+        ("student-r10w20-kd-e100-ema", "ce=1,kd=1", ["--seed", "0"]),
+        ("student-r10w20-kd-e100-ema-s1", "ce=1,kd=1", ["--seed", "1"]),
+        ("student-r10w20-mix02-e100-ema", "ce=1,kd=1", ["--seed", "0", "--mixup", "0.2"]),
     ]
-    stage2 = [(n, ["-m", "kdcore", "distill", "--teacher", "teacher", "--student", arch, "--data", str(pack),
-                   "--out", str(runs / n), "--loss", loss, "--epochs", str(1 if t else (60 if "sem" in loss else 100)),
-                   "--batch-size", "64", *extra, *cap], prio) for n, arch, loss, extra, prio in students]
-    for s in seeds:
-        stage2 += [(f"ablation/{st}/{c}/{s}", ablation + ["--only", f"{st}/{c}/{s}"], 1 if s < 3 else 4)
-                   for st in STUDENTS for c in ABLATION_CONFIGS[1:]]
+    stage2 = [(n, ["-m", "kdcore", "distill", "--teacher", "teacher", "--student", "resnet10t_w20", "--data", str(pack),
+                   "--out", str(runs / n), "--loss", loss, "--no-teacher-cache", "--epochs", str(1 if t else 100),
+                   "--batch-size", "64", "--lr", "3e-3", "--ema", "0.999", *extra, *cap], 0)
+              for n, loss, extra in students]
+    lrp = [c for c in ABLATION_CONFIGS if c in ("4-thesis", "5b-diswot+lrp")]
+    rest = [c for c in ABLATION_CONFIGS[1:] if c not in lrp]
+    first = [s for s in seeds if s < 3]
+    stage2 += [cell(STUDENTS[0], c, s, 0) for c in lrp for s in first]
+    stage2 += [cell(st, c, s, 1) for c in rest for st in STUDENTS for s in first]
+    stage2 += [cell(STUDENTS[0], c, 0, 2) for c in ("2-kd@T2", "3-diswot@w0.1", "5a-diswot+cosine@w0.1",
+                                                    "4-thesis@w0.1", "5b-diswot+lrp@w0.1")]
+    stage2 += [cell(st, c, s, 3) for s in seeds if s >= 3 for st in STUDENTS for c in ABLATION_CONFIGS[1:]
+               if not (st != STUDENTS[0] and c in lrp)]
+    stage2 += [cell(st, c, s, 4) for st in STUDENTS[1:] for c in lrp for s in seeds]
     from diswot_validate import BENCH_CANDIDATES
 
     diswot = ["bench/diswot_validate.py", "--data", str(pack), "--teacher", "models/teacher", "--runs",
               str(runs / "diswot"), "--epochs", str(1 if t else 15), "--batch-size", "128", *cap]
-    for s in (0, 1):
-        stage2 += [(f"diswot/{c}/{s}", diswot + ["--only", f"{c}/{s}"], 2 if s == 0 else 5)
-                   for c in BENCH_CANDIDATES[: 2 if t else None]]
+    stage2 += [(f"diswot/{c}/{s}", diswot + ["--only", f"{c}/{s}"], 5) for s in (0, 1)
+               for c in BENCH_CANDIDATES[: 2 if t else None]]
     return stage1, stage2
 
 
@@ -216,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pack", required=True, help="data pack (.safetensors or .safetensors.xz)")
     p.add_argument("--out", required=True)
     p.add_argument("--work", default="/dev/shm/kdcore-campaign", help="fast scratch folder for runs and caches")
-    p.add_argument("--parallel", type=int, default=14)
+    p.add_argument("--parallel", type=int, default=16)
     p.add_argument("--teacher-deadline", type=float, default=230.0, help="seconds: stop waiting for teachers")
-    p.add_argument("--deadline", type=float, default=510.0, help="seconds: kill what still runs, then pack")
+    p.add_argument("--deadline", type=float, default=500.0, help="seconds: kill what still runs, then pack")
     p.add_argument("--tiny", action="store_true", help="toy budgets, to check the plan on the CPU")
     p.add_argument("--shipped-teacher", action="store_true", help="train no teachers: distil from models/teacher")
     p.add_argument("--skip-finished", action="store_true",

@@ -14,6 +14,9 @@ from pathlib import Path
 from kdcore.errors import KDCoreError
 
 
+EMA_HELP = "validate and export the student's weight average with this per-step decay, e.g. 0.999; 0 = off (default)"
+
+
 def _write_json(path: str | None, obj: dict | list) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
     p.add_argument("--mixup", type=float, default=None, help="mixup Beta(alpha, alpha); 0 = off (default)")
+    p.add_argument("--ema", type=float, default=None, help=EMA_HELP)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--init", default=None, help="start from this model folder's weights (fine-tuning)")
 
@@ -124,7 +128,7 @@ def cmd_train_teacher(a: argparse.Namespace) -> int:
     from kdcore.train import Supervised, TrainConfig, fit, with_overrides
 
     cfg = with_overrides(TrainConfig(), epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                         max_images=a.max_images, mixup=a.mixup)
+                         max_images=a.max_images, mixup=a.mixup, ema=a.ema)
     data = load_train_data(a.data, a.size, a.split)
     if a.init:
         from kdcore.models import load_init
@@ -226,6 +230,7 @@ def _args_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
     p.add_argument("--mixup", type=float, default=None, help="mixup Beta(alpha, alpha) (needs --no-teacher-cache)")
+    p.add_argument("--ema", type=float, default=None, help=EMA_HELP)
     p.add_argument("--init", default=None, help="start the student from this model folder's weights")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
@@ -237,7 +242,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
     from kdcore.distill import make_config, parse_loss, run
 
     train = {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "max_images": a.max_images, "seed": a.seed,
-             "mixup": a.mixup}
+             "mixup": a.mixup, "ema": a.ema}
     distill = {"feat_distance": a.feat_distance, "sem_map": a.sem_map, "temperature": a.temperature,
                "loss": parse_loss(a.loss) if a.loss else None, "teacher_cache": False if a.no_teacher_cache else None}
     overrides = {"teacher": a.teacher, "student": a.student, "size": a.size, "init": a.init,

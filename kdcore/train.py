@@ -5,6 +5,8 @@
 curves, and either can stop it between steps. Per epoch it writes an atomic checkpoint (``--resume`` continues
 from the last whole epoch, bit for bit: every epoch's shuffling and augmentation are drawn from
 ``seed`` and the epoch number), a line of ``metrics.jsonl``, and the best model as a model folder ``best/``.
+With ``ema`` > 0 the student's exponential moving average (timm's ``ModelEmaV3``, updated every step) is what is
+validated and exported.
 Under ``torchrun`` it runs data-parallel (DistributedDataParallel; gloo on CPU, nccl on CUDA): each rank takes
 its slice of the same global batch, so the curve matches one process with that batch.
 """
@@ -23,6 +25,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from kdcore.augment import AugmentConfig, augment_batch, mix_batch, to_input
@@ -47,6 +50,7 @@ class TrainConfig:
     seed: int = 0
     max_images: int | None = None  # image budget per epoch (a seeded subset of the training split)
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off (then the objective gets hard labels)
+    ema: float = 0.0  # per-step decay of the student's weight average that is validated and exported; 0 = off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mean: float = InputSpec.mean  # the input normalisation of the trained model
     std: float = InputSpec.std
@@ -169,6 +173,7 @@ def fit(
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
+    ema = ModelEmaV3(objective.student, decay=cfg.ema) if cfg.ema > 0 else None
     start_epoch, best, history = 0, {"accuracy": -1.0}, []
     config_file = run_dir / "config.json"
     run_config = {"arch": arch, "train": cfg.to_dict(), "data": data.data_source, "split": data.split_path,
@@ -179,6 +184,8 @@ def fit(
             raise KDCoreError(f"{run_dir}: --resume with a different training config than the saved one")
         state, meta = load_checkpoint(run_dir, opt)
         missing = objective.load_state_dict(state, strict=False).missing_keys
+        if ema is not None:
+            ema.module.load_state_dict({k[len("ema."):]: v for k, v in state.items() if k.startswith("ema.")})
         if any(not k.startswith("teacher.") for k in missing):
             raise KDCoreError(f"{run_dir}: checkpoint does not fit this model")
         start_epoch, best, history = meta["epoch"] + 1, meta["best"], meta["history"]
@@ -228,6 +235,8 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update(objective.student)
             vals = torch.stack([loss.detach()] + [t.detach() for t in terms.values()])
             if env.world > 1:
                 dist.all_reduce(vals)
@@ -246,7 +255,8 @@ def fit(
                    "eta_s": remaining * len(gidx) / max(ips, 1e-9)}
         train_time = time.perf_counter() - t0
         objective.eval()
-        logits = predict_logits(objective.student, val.pixels, spec)
+        validated = objective.student if ema is None else ema.module
+        logits = predict_logits(validated, val.pixels, spec)
         pred = logits.argmax(1).cpu().numpy()
         yv = val.labels.cpu().numpy()
         record = {
@@ -263,30 +273,34 @@ def fit(
             best = {"accuracy": record["val_accuracy"], "macro_f1": record["val_macro_f1"], "epoch": epoch}
         if env.main:
             if improved:
-                _export(objective, run_dir / "best", arch, data, spec, cfg, best, history, run_config)
+                _export(objective, validated, run_dir / "best", arch, data, spec, cfg, best, history, run_config)
             state = {k: v for k, v in objective.state_dict().items() if not k.startswith("teacher.")}
+            if ema is not None:
+                state |= {f"ema.{k}": v for k, v in ema.module.state_dict().items()}
             save_checkpoint(run_dir, state, opt, {"epoch": epoch, "best": best, "history": history})
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
         yield {"event": "epoch", **record, "best_accuracy": best["accuracy"]}
     if env.main and not (run_dir / "best").exists():
-        _export(objective, run_dir / "best", arch, data, spec, cfg, best, history, run_config)
+        _export(objective, objective.student if ema is None else ema.module, run_dir / "best", arch, data, spec, cfg,
+                best, history, run_config)
     yield {"event": "done", "best_dir": str(run_dir / "best"), "best": best,
            "train_time_s": sum(h["epoch_time_s"] for h in history), "history": history,
            "wall_time_s": time.perf_counter() - t_run, "images": images_done}
 
 
-def _export(objective: Objective, folder: Path, arch: str, data: TrainData, spec: InputSpec, cfg: TrainConfig,
-            best: dict, history: list[dict], run_config: dict) -> None:
+def _export(objective: Objective, student: nn.Module, folder: Path, arch: str, data: TrainData, spec: InputSpec,
+            cfg: TrainConfig, best: dict, history: list[dict], run_config: dict) -> None:
     summary = {
         "val_metrics": {"accuracy": best["accuracy"], "macro_f1": best.get("macro_f1")},
         "best_epoch": best.get("epoch"), "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-        "seed": cfg.seed, "train_images": len(data.train), "val_images": len(data.val),
+        "seed": cfg.seed, **({"ema": cfg.ema} if cfg.ema else {}),
+        "train_images": len(data.train), "val_images": len(data.val),
         "split": Path(data.split_path).name, "train_time_s": round(sum(h["epoch_time_s"] for h in history), 1),
         **{k: v for k, v in run_config.items() if k in ("objective", "teacher", "loss")},
         **objective.extra_summary(),
     }
-    save_model(objective.student, folder, ModelInfo(arch, data.class_names, spec, summary))
+    save_model(student, folder, ModelInfo(arch, data.class_names, spec, summary))
 
 
 def run_to_end(events: Iterator[dict]) -> dict:

@@ -22,7 +22,8 @@ def test_plan_commands_parse(tiny, shipped, tmp_path):
     names = [n for n, _, _ in stage1 + stage2]
     assert len(names) == len(set(names))
     assert sum(n.startswith("teacher") for n in names) == (0 if shipped else 2 if tiny else 4)
-    assert sum(n.startswith("ablation/") for n in names) == 2 * 6 * (2 if tiny else 5)
+    assert sum(n.startswith("ablation/") and "@" not in n for n in names) == 2 * 6 * (2 if tiny else 5)
+    assert sum("@" in n for n in names) == 5  # the tuning grid
     assert all(prio == 0 for n, _, prio in stage1 if n.startswith("teacher"))
     parser = build_parser()
     for name, argv, _ in stage1 + stage2:
@@ -67,3 +68,13 @@ def test_finished_cells_are_the_committed_ones():
 
     cells = json.loads((REPO_ROOT / "bench" / "results" / "distill_ablation.json").read_text())["cells"]
     assert gpu_campaign.finished_cells() == {f"ablation/{k}" for k in cells}
+
+
+def test_tuning_variants_change_only_their_knob():
+    distill_ablation = pytest.importorskip("distill_ablation")
+    assert distill_ablation.variant("2-kd@T2") == ("2-kd", {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 2.0})
+    base, spec = distill_ablation.variant("4-thesis@w0.1")
+    assert base == "4-thesis" and spec["loss"] == {"ce": 1.0, "kd": 1.0, "feat": 0.1, "sem": 0.1}
+    assert spec["sem_map"] == "lrp" and distill_ablation.CONFIGS["4-thesis"]["loss"]["sem"] == 1.0  # base untouched
+    with pytest.raises(ValueError, match="variant"):
+        distill_ablation.variant("2-kd@x3")

@@ -130,3 +130,22 @@ def test_data_pack_round_trip_trains_the_same(data, tiny_data, tmp_path):
     with pytest.raises(KDCoreError, match="not a kdcore data pack"):
         load_pack(tmp_path / "plain.safetensors", 32)
     assert main(["pack", str(tiny_data), "--size", "32", "--split", data.split_path, "--out", str(tmp_path / "x.npz")]) == 2
+
+
+def test_ema_is_what_is_validated_exported_and_resumed(data, tmp_path):
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=3e-3, warmup_epochs=0.5, seed=1, ema=0.9)
+    objective = _objective()
+    full = run_to_end(fit(objective, data, cfg, tmp_path / "full", "test_resnet"))
+    raw = {k: v for k, v in objective.student.state_dict().items() if v.is_floating_point()}
+    exported = _weights(tmp_path / "full")
+    assert any(not torch.equal(exported[k], raw[k]) for k in raw)  # the average, not the last step's weights
+    _, info = load_model(tmp_path / "full" / "best")
+    assert info.summary["ema"] == 0.9
+    assert info.summary["val_metrics"]["accuracy"] == full["best"]["accuracy"]
+    stop = threading.Event()
+    for e in fit(_objective(), data, cfg, tmp_path / "cut", "test_resnet", stop=stop):
+        if e["event"] == "step" and e["epoch"] == 2 and e["step"] == 1:
+            stop.set()
+    resumed = run_to_end(fit(_objective(), data, cfg, tmp_path / "cut", "test_resnet", resume=True))
+    assert [h["val_accuracy"] for h in resumed["history"]] == [h["val_accuracy"] for h in full["history"]]
+    assert resumed["history"][-1]["val_loss"] == pytest.approx(full["history"][-1]["val_loss"], abs=1e-6)
