@@ -13,7 +13,8 @@ cell ran, images/s and time per configuration, the paired bootstrap 95% CI (imag
 (4)-(2), (4)-(1) and each single change, and with ``--throughput-steps`` every configuration's images/s here.
 
 Defaults are the GPU budget (128 px, 20 epochs, batch 128, 5 seeds); on the CPU cut them (e.g. ``--size 64
---epochs 6 --seeds 0,1,2``), see ``docs/distill.md``. ``--report`` tabulates the finished cells without running any.
+--epochs 6 --seeds 0,1,2``), see ``docs/distill.md``. ``--report`` tabulates the finished cells without running any
+(a cell whose run folder is gone is read from the table written before: ``runs/`` is not committed).
 """
 
 from __future__ import annotations
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                 "teacher": a.teacher, "data": a.data}
     json_path = Path(a.out).with_suffix(".json")
     res: dict = {"cells": {}}
+    # cells whose run folder is gone (runs/ is not committed) are taken from the table written before
+    previous = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    saved = previous.get("cells", {})
     res.update(settings=settings, command="python bench/distill_ablation.py " + shlex.join(argv or sys.argv[1:]),
                machine={"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                         "device": "cuda" if torch.cuda.is_available() else "cpu"})
@@ -254,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         for config in configs:
             for seed in seeds:
                 key = f"{student}/{config}/{seed}"
-                cell = load_cell(a, student, config, seed)
+                cell = load_cell(a, student, config, seed) or saved.get(key)
+                if cell is not None and cell["settings"] != cell_settings(a):
+                    sys.exit(f"{key} in {json_path} was made with other settings: choose another --out")
                 if cell is None and not a.report:
                     print(f"cell {key}", flush=True)
                     cell = run_cell(a, student, config, seed, data.val.pixels, y, k)
@@ -263,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(Path(a.runs).glob(f"{student}/*@*/seed*/cell.json")):
             config, seed = path.parent.parent.name, int(path.parent.name[len("seed"):])
             res["cells"][f"{student}/{config}/{seed}"] = load_cell(a, student, config, seed)
+    res["cells"] |= {k: c for k, c in saved.items() if "@" in k and k not in res["cells"]}
     tp_path = Path(a.runs) / "throughput.json"
-    res["throughput"] = json.loads(tp_path.read_text()) if tp_path.is_file() else {}
+    res["throughput"] = json.loads(tp_path.read_text()) if tp_path.is_file() else previous.get("throughput", {})
     if a.throughput_steps:
         res["throughput"] = {f"{st}/{c}": throughput(a, st, c, a.throughput_steps) for st in students for c in configs}
         tp_path.write_text(json.dumps(res["throughput"]))
