@@ -135,7 +135,7 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
                    "--out", str(runs / n), "--loss", loss, "--no-teacher-cache", "--epochs", str(1 if t else 100),
                    "--batch-size", "64", "--lr", "3e-3", "--ema", "0.999", *extra, *cap], 0)
               for n, loss, extra in students]
-    lrp = [c for c in ABLATION_CONFIGS if c in ("4-thesis", "5b-diswot+lrp")]
+    lrp = ("4-thesis", "5b-diswot+lrp")
     rest = [c for c in ABLATION_CONFIGS[1:] if c not in lrp]
     first = [s for s in seeds if s < 3]
     stage2 += [cell(STUDENTS[0], c, s, 0) for c in lrp for s in first]

@@ -174,6 +174,7 @@ def fit(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
     ema = ModelEmaV3(objective.student, decay=cfg.ema) if cfg.ema > 0 else None
+    validated = objective.student if ema is None else ema.module  # what is validated and exported
     start_epoch, best, history = 0, {"accuracy": -1.0}, []
     config_file = run_dir / "config.json"
     run_config = {"arch": arch, "train": cfg.to_dict(), "data": data.data_source, "split": data.split_path,
@@ -255,7 +256,6 @@ def fit(
                    "eta_s": remaining * len(gidx) / max(ips, 1e-9)}
         train_time = time.perf_counter() - t0
         objective.eval()
-        validated = objective.student if ema is None else ema.module
         logits = predict_logits(validated, val.pixels, spec)
         pred = logits.argmax(1).cpu().numpy()
         yv = val.labels.cpu().numpy()
@@ -282,8 +282,7 @@ def fit(
                 f.write(json.dumps(record) + "\n")
         yield {"event": "epoch", **record, "best_accuracy": best["accuracy"]}
     if env.main and not (run_dir / "best").exists():
-        _export(objective, objective.student if ema is None else ema.module, run_dir / "best", arch, data, spec, cfg,
-                best, history, run_config)
+        _export(objective, validated, run_dir / "best", arch, data, spec, cfg, best, history, run_config)
     yield {"event": "done", "best_dir": str(run_dir / "best"), "best": best,
            "train_time_s": sum(h["epoch_time_s"] for h in history), "history": history,
            "wall_time_s": time.perf_counter() - t_run, "images": images_done}
