@@ -49,7 +49,8 @@ CONFIGS: dict[str, dict] = {
     "5b-diswot+lrp": {"loss": ALL, "feat_distance": "l2", "sem_map": "lrp"},
 }
 PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("2-kd", "1-alone"), ("3-diswot", "2-kd"),
-         ("5a-diswot+cosine", "3-diswot"), ("5b-diswot+lrp", "3-diswot"))
+         ("5a-diswot+cosine", "3-diswot"), ("5b-diswot+lrp", "3-diswot"),
+         ("4-thesis@w0.1", "2-kd"), ("4-thesis@w0.1", "1-alone"))  # the thesis at its tuned weights
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -183,7 +184,7 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str]:
     if res.get("throughput"):
         lines += ["", f"images/s on this CPU: {torch.get_num_threads()} threads, the first steps of one epoch at the "
                       "same settings (`--throughput-steps`), teacher caches built beforehand; 'images/s there': "
-                      "each cell's training (on a shared GPU, 14 processes at once)."]
+                      "each cell's training (on a shared GPU, 12-17 processes at once)."]
     lines += ["", "Paired differences (mean over seeds; 95% bootstrap CI over seeds and validation images):", "",
               "| student | comparison | Δ accuracy [95% CI] | Δ macro-F1 [95% CI] |", "|---|---|---|---|"]
     for student in s["students"]:

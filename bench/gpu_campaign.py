@@ -13,14 +13,19 @@ budgets on the CPU to check it first. The data travels as a :func:`kdcore.data.s
    split into <= 15 MB parts, with ``campaign.json`` (what ran, how long, what was cut).
 
     python -m kdcore pack DATA --size 128 --out .gpu/brain-128.safetensors && xz -9 -k .gpu/brain-128.safetensors
-    python bench/gpu_campaign.py --pack .gpu/brain-128.safetensors.xz --out $OUT
+    python bench/gpu_campaign.py --pack .gpu/brain-128.safetensors.xz --out $OUT --mps
     python bench/gpu_campaign.py --pack .gpu/brain-128.safetensors.xz --out /tmp/campaign --tiny
 
 ``--shipped-teacher`` skips step 1's teachers and distils from ``models/teacher``; ``--skip-finished`` leaves out
 the ablation cells already in ``bench/results/distill_ablation.json``. The device tool sends at most 64 MiB: the
 pack (44 MB; lossless WebP gets 41, not enough) and the tracked tree with the fp16 teacher (25 MiB) do not fit in
 one call, so the pack travels in two halves (``split -n 2``) in two calls on the same warm machine: the first only
-copies its half to ``/dev/shm``, the second joins them and runs the campaign.
+copies its half to ``/dev/shm``, the second joins them and runs the campaign. Session 5's second call was
+``cat /dev/shm/kd/pack.xz.part00 .gpu/pack.xz.part01 > /dev/shm/kd/brain-128.safetensors.xz && python3
+bench/gpu_campaign.py --pack /dev/shm/kd/brain-128.safetensors.xz --out $OUT --shipped-teacher --skip-finished
+--parallel 12 --max-priority 3 --deadline 555`` (MPS started by hand in the first call; ``--mps`` does it now).
+With MPS and 17 processes, per-step-teacher KD ran at about 760 img/s each and resnet10t_w20 ``sem(lrp)`` cells at
+340-600, against 380 and 169 in session 4 without MPS (16 processes, a different mix): about 2-3x.
 Carry the pinned timm and zennit as wheels (``/work/.library/device/README.md``): the GPU image's timm 1.0.29
 writes no ``model_args`` into ``config.json``, so a saved width variant (``resnet10t_w20``) would not load.
 """
@@ -101,15 +106,33 @@ class Pool:
         return [{"name": j.name, "status": j.status, "start_s": j.start, "end_s": j.end, **j.info} for j in self.jobs]
 
 
+def start_mps() -> str:
+    """Start NVIDIA's Multi-Process Service, so that the campaign's processes run kernels on the GPU side by side
+    rather than in time slices; ``"on"``, or why it is off (then nothing changed)."""
+    ctl = shutil.which("nvidia-cuda-mps-control")
+    if ctl is None:
+        return "off: no nvidia-cuda-mps-control"
+    if subprocess.run([ctl, "-d"], capture_output=True).returncode != 0:
+        return "off: the daemon did not start"
+    probe = subprocess.run([sys.executable, "-c", "import torch; torch.zeros(1, device='cuda')"], capture_output=True,
+                           timeout=120)
+    if probe.returncode != 0:
+        subprocess.run([ctl], input=b"quit", capture_output=True)
+        return "off: a CUDA client failed under it"
+    return "on"
+
+
 def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], list[tuple]]:
     """(stage-1 jobs, stage-2 jobs) as (name, argv, priority); lower priorities start first.
 
-    Stage 2, by priority: 0 the shipped-student candidates (long per-step KD runs with a weight average) and the
-    slowest cells of the shipped student (those with ``sem(lrp)``) of seeds 0-2; 1 the other cells of seeds 0-2; 2 the
-    tuning grid (seed 0 of the shipped student: T 2 for KD, weight 0.1 on feat and sem for the rest); 3 seeds 3-4;
-    4 the mobile student's ``sem(lrp)`` cells; 5 DisWOT. Rates seen with 16 processes on one H100 (session 4):
-    ``sem(lrp)`` 169 img/s on resnet10t_w20 but 22 img/s on mobilenetv2_035 (a depthwise double backward: over an
-    hour per cell, and it slows every other process), Grad-CAM ``sem`` 370, ce+kd 565-925, per-step-teacher KD 380.
+    Stage 2, by priority: 0 the shipped-student candidates (full 120-epoch per-step KD schedules: the 80-epoch runs
+    of session 4 were still noisy near their end) and the shipped student's ``sem(lrp)`` cells of seeds 0-2 with the
+    tuning grid's ``sem(lrp)`` cells; 1 the rest of the tuning grid (seed 0 of the shipped student: T 2 for KD, weight
+    0.1 on feat and sem) and the thesis cells of seeds 3-4; 2 the shipped student's other cells; 3 the mobile
+    student's cells without ``sem(lrp)``; 4 its ``sem(lrp)`` cells; 5 DisWOT. Rates seen with 16 processes on one
+    H100 (session 4): ``sem(lrp)`` 169 img/s on resnet10t_w20 but 22 img/s on mobilenetv2_035 (a depthwise double
+    backward: over an hour per cell, and it slows every other process), Grad-CAM ``sem`` 370, ce+kd 565-925,
+    per-step-teacher KD 380; with 4 processes alone, per-step-teacher KD ran at 3000-3200 img/s each.
     """
     t = a.tiny
     cap = ["--max-images", "64"] if t else []
@@ -126,25 +149,24 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     cell = lambda st, c, s, prio: (f"ablation/{st}/{c}/{s}", ablation + ["--only", f"{st}/{c}/{s}"], prio)  # noqa: E731
     seeds = range(2 if t else 5)
     stage1 += [cell(st, "1-alone", s, 1) for s in seeds for st in STUDENTS]
-    students = [  # (name, loss, extra args): the shipped recipe (60 epochs) run longer, with EMA, with mixup
-        ("student-r10w20-kd-e100-ema", "ce=1,kd=1", ["--seed", "0"]),
-        ("student-r10w20-kd-e100-ema-s1", "ce=1,kd=1", ["--seed", "1"]),
-        ("student-r10w20-mix02-e100-ema", "ce=1,kd=1", ["--seed", "0", "--mixup", "0.2"]),
+    students = [  # (name, extra args): the shipped recipe's full schedule on four seeds, and a short weight average
+        *((f"student-r10w20-kd-e120-s{s}", ["--seed", str(s)]) for s in range(4)),
+        ("student-r10w20-kd-e120-ema995-s1", ["--seed", "1", "--ema", "0.995"]),
     ]
     stage2 = [(n, ["-m", "kdcore", "distill", "--teacher", "teacher", "--student", "resnet10t_w20", "--data", str(pack),
-                   "--out", str(runs / n), "--loss", loss, "--no-teacher-cache", "--epochs", str(1 if t else 100),
-                   "--batch-size", "64", "--lr", "3e-3", "--ema", "0.999", *extra, *cap], 0)
-              for n, loss, extra in students]
+                   "--out", str(runs / n), "--loss", "ce=1,kd=1", "--no-teacher-cache", "--epochs", str(1 if t else 120),
+                   "--batch-size", "64", "--lr", "3e-3", *extra, *cap], 0)
+              for n, extra in students]
     lrp = ("4-thesis", "5b-diswot+lrp")
-    rest = [c for c in ABLATION_CONFIGS[1:] if c not in lrp]
-    first = [s for s in seeds if s < 3]
-    stage2 += [cell(STUDENTS[0], c, s, 0) for c in lrp for s in first]
-    stage2 += [cell(st, c, s, 1) for c in rest for st in STUDENTS for s in first]
-    stage2 += [cell(STUDENTS[0], c, 0, 2) for c in ("2-kd@T2", "3-diswot@w0.1", "5a-diswot+cosine@w0.1",
-                                                    "4-thesis@w0.1", "5b-diswot+lrp@w0.1")]
-    stage2 += [cell(st, c, s, 3) for s in seeds if s >= 3 for st in STUDENTS for c in ABLATION_CONFIGS[1:]
-               if not (st != STUDENTS[0] and c in lrp)]
-    stage2 += [cell(st, c, s, 4) for st in STUDENTS[1:] for c in lrp for s in seeds]
+    r10, mobile = STUDENTS
+    first, later = [s for s in seeds if s < 3], [s for s in seeds if s >= 3]
+    stage2 += [cell(r10, c, s, 0) for c in lrp for s in first]
+    stage2 += [cell(r10, f"{c}@w0.1", 0, 0) for c in lrp]
+    stage2 += [cell(r10, c, 0, 1) for c in ("2-kd@T2", "3-diswot@w0.1", "5a-diswot+cosine@w0.1")]
+    stage2 += [cell(r10, c, s, 1) for c in lrp for s in later]
+    stage2 += [cell(r10, c, s, 2) for s in seeds for c in ABLATION_CONFIGS[1:] if c not in lrp]
+    stage2 += [cell(mobile, c, s, 3) for s in seeds for c in ABLATION_CONFIGS[1:] if c not in lrp]
+    stage2 += [cell(mobile, c, s, 4) for c in lrp for s in seeds]
     from diswot_validate import BENCH_CANDIDATES
 
     diswot = ["bench/diswot_validate.py", "--data", str(pack), "--teacher", "models/teacher", "--runs",
@@ -237,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=16)
     p.add_argument("--teacher-deadline", type=float, default=230.0, help="seconds: stop waiting for teachers")
     p.add_argument("--deadline", type=float, default=500.0, help="seconds: kill what still runs, then pack")
+    p.add_argument("--max-priority", type=int, default=99, help="start no stage-2 job of a higher priority number")
+    p.add_argument("--mps", action="store_true", help="start NVIDIA MPS first (processes share the GPU at once)")
     p.add_argument("--tiny", action="store_true", help="toy budgets, to check the plan on the CPU")
     p.add_argument("--shipped-teacher", action="store_true", help="train no teachers: distil from models/teacher")
     p.add_argument("--skip-finished", action="store_true",
@@ -259,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     report: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv, "tiny": a.tiny,
                     "unpack_s": round(time.time() - t0, 1)}
+    if a.mps:
+        report["mps"] = start_mps()
     try:
         import torch
 
@@ -291,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                 report["teacher"] = {"error": repr(e)}
                 break
             report["teacher"]["selected_at_s"] = pool.now()
-            for name, args, prio in stage2:
+            for name, args, prio in (j for j in stage2 if j[2] <= a.max_priority):
                 pool.add(Job(name, args, prio, runs / "logs" / f"{name.replace('/', '_')}.log"))
             stage2_started = True
             write()

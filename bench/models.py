@@ -3,7 +3,8 @@
     python bench/models.py --data ../shared/data/brain-tumor-mri/train
 
 Latencies are measured interleaved in one process (teacher, student, teacher, ...) so their ratio is fair on a
-noisy machine. Writes bench/results/models.json and bench/results/models.md.
+noisy machine. Writes bench/results/models.json and bench/results/models.md; ``--write-cards`` also writes the
+figures into each model folder's card (``summary['profile']`` and the validation ROC-AUC), weights unchanged.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from kdcore.data import load_train_data
 from kdcore.evaluate import evaluate
-from kdcore.models import load_model
+from kdcore.models import WEIGHTS, ModelInfo, load_model, resolve_model_path, save_model
 from kdcore.profile import latency_ms
 from kdcore.runtime import onnx_runner
 
@@ -27,6 +28,7 @@ def main() -> None:
     p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
     p.add_argument("--models", default="teacher,student")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--write-cards", action="store_true", help="write the figures into the models' cards")
     a = p.parse_args()
     names = a.models.split(",")
     split = load_train_data(a.data, 128).split_path
@@ -65,6 +67,26 @@ def main() -> None:
                   f"{t['latency_ms_batch1_onnxruntime']:.2f} | {t['latency_ratio_onnxruntime']:.3f} |")
     (OUT / "models.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+    if a.write_cards:
+        for t in table:
+            write_card(t["model"], *loaded[t["model"]], t, f"python bench/models.py --models {a.models} --write-cards")
+
+
+def write_card(ref: str, model, info: ModelInfo, row: dict, command: str) -> None:
+    """Re-save model ``ref`` in place (fp16 stays fp16) with ``row``'s measured figures in its card."""
+    from safetensors import safe_open
+
+    folder = resolve_model_path(ref)
+    with safe_open(str(folder / WEIGHTS), "pt") as f:
+        half = any(f.get_slice(k).get_dtype() == "F16" for k in f.keys())
+    profile = {"params": row["params"], "params_vs_teacher": row["params_ratio"], "mflops": row["flops"] / 1e6,
+               "latency_ms_batch1_onnxruntime": row["latency_ms_batch1_onnxruntime"],
+               "latency_vs_teacher_onnxruntime": row["latency_ratio_onnxruntime"],
+               "latency_ms_batch1_pytorch": row["latency_ms_batch1"], "latency_vs_teacher_pytorch": row["latency_ratio"],
+               "measured_by": f"{command} (2 CPU cores, batch 1, interleaved rounds)"}
+    val = info.summary.get("val_metrics", {}) | {"roc_auc": row["roc_auc"]}
+    summary = info.summary | {"val_metrics": val, "profile": profile}
+    save_model(model, folder, ModelInfo(info.arch, info.class_names, info.spec, summary), half=half)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ scaled to [0, 1], normalised with mean {spec.mean} and std {spec.std}.
 
 ## Validation metrics
 {_metrics_table(metrics)}
-
+{_profile_section(summary.get("profile", {}))}
 ## Training
 | field | value |
 |---|---|
@@ -79,3 +79,11 @@ def _metrics_table(metrics: dict) -> str:
     if not flat:
         return "Not evaluated yet."
     return "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v:.4g} |" for k, v in flat.items())
+
+
+def _profile_section(profile: dict) -> str:
+    """``summary['profile']``: measured size and speed (numbers) and how they were measured (``measured_by``)."""
+    if not profile:
+        return ""
+    note = f"\nMeasured by `{profile['measured_by']}`.\n" if "measured_by" in profile else ""
+    return f"\n## Size and speed\n{_metrics_table(profile)}\n{note}"

@@ -78,3 +78,16 @@ def test_tuning_variants_change_only_their_knob():
     assert spec["sem_map"] == "lrp" and distill_ablation.CONFIGS["4-thesis"]["loss"]["sem"] == 1.0  # base untouched
     with pytest.raises(ValueError, match="variant"):
         distill_ablation.variant("2-kd@x3")
+
+
+def test_mps_is_off_without_its_control_program(monkeypatch):
+    monkeypatch.setattr(gpu_campaign.shutil, "which", lambda name: None)
+    assert gpu_campaign.start_mps() == "off: no nvidia-cuda-mps-control"
+
+
+def test_plan_puts_the_students_first_and_diswot_after_priority_3(tmp_path):
+    a = argparse.Namespace(tiny=True, shipped_teacher=True)
+    _, stage2 = gpu_campaign.plan(a, tmp_path / "pack.safetensors", tmp_path / "runs")
+    students = [n for n, _, prio in stage2 if prio == 0 and n.startswith("student")]
+    assert len(students) == 5 and all(prio <= 5 for *_, prio in stage2)
+    assert any(n.startswith("diswot/") for n, _, prio in stage2 if prio > 3)  # what --max-priority 3 leaves out
