@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def write_card(ref: str, model, info: ModelInfo, row: dict, command: str) -> Non
                "latency_ms_batch1_onnxruntime": row["latency_ms_batch1_onnxruntime"],
                "latency_vs_teacher_onnxruntime": row["latency_ratio_onnxruntime"],
                "latency_ms_batch1_pytorch": row["latency_ms_batch1"], "latency_vs_teacher_pytorch": row["latency_ratio"],
-               "measured_by": f"{command} (2 CPU cores, batch 1, interleaved rounds)"}
+               "measured_by": command, "machine": f"{os.cpu_count()} CPU cores, batch 1, interleaved rounds"}
     val = info.summary.get("val_metrics", {}) | {"roc_auc": row["roc_auc"]}
     summary = info.summary | {"val_metrics": val, "profile": profile}
     save_model(model, folder, ModelInfo(info.arch, info.class_names, info.spec, summary), half=half)

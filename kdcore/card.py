@@ -78,12 +78,15 @@ def _metrics_table(metrics: dict) -> str:
     flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     if not flat:
         return "Not evaluated yet."
-    return "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v:.4g} |" for k, v in flat.items())
+    return "| metric | value |\n|---|---|\n" + "\n".join(
+        f"| {k} | {v:,} |" if isinstance(v, int) else f"| {k} | {v:.4g} |" for k, v in flat.items())
 
 
 def _profile_section(profile: dict) -> str:
-    """``summary['profile']``: measured size and speed (numbers) and how they were measured (``measured_by``)."""
+    """``summary['profile']``: measured size and speed (numbers), the command that measured them (``measured_by``)
+    and where (``machine``)."""
     if not profile:
         return ""
-    note = f"\nMeasured by `{profile['measured_by']}`.\n" if "measured_by" in profile else ""
+    where = f" ({profile['machine']})" if "machine" in profile else ""
+    note = f"\nMeasured by `{profile['measured_by']}`{where}.\n" if "measured_by" in profile else ""
     return f"\n## Size and speed\n{_metrics_table(profile)}\n{note}"

@@ -116,5 +116,6 @@ def test_bench_writes_measured_figures_into_the_card_and_keeps_fp16(tmp_path, sa
     card = ModelCard.load(folder / "README.md")
     assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {"accuracy": 0.5}
     assert "## Size and speed" in card.text and "| latency_vs_teacher_onnxruntime | 0.147 |" in card.text
-    assert "| roc_auc | 0.999 |" in card.text and "Measured by `python bench/models.py --write-cards" in card.text
+    assert "| roc_auc | 0.999 |" in card.text and "| params | 1,000 |" in card.text
+    assert "Measured by `python bench/models.py --write-cards` (" in card.text
     assert card.text.startswith("# student\n")  # the folder's name, as before
