@@ -7,7 +7,8 @@ Every cell (student x configuration x seed) is a ``kdcore.distill.run`` in ``--r
 whose result lands in ``cell.json`` there: finished cells are skipped, a cut cell resumes from its last epoch, and
 ``--only STUDENT/CONFIG/SEED`` runs one cell alone (``bench/gpu_campaign.py`` runs many at once that way). The
 tuning grid's cells are configurations with a variant, ``CONFIG@T2`` (temperature 2) or ``CONFIG@w0.1`` (weight 0.1
-on feat and sem), run with ``--only`` and tabulated apart next to their base configuration. Writes
+on feat and sem), run with ``--only`` and tabulated apart next to their base configuration; ``CONFIG@perstep`` is the
+control of the teacher cache (the teacher's logits, features and maps computed on every augmented batch). Writes
 ``bench/results/distill_ablation.json`` and ``.md``: mean ± std of validation accuracy and macro-F1, where each
 cell ran, images/s and time per configuration, the paired bootstrap 95% CI (images and seeds resampled) of
 (4)-(2), (4)-(1) and each single change, and with ``--throughput-steps`` every configuration's images/s here.
@@ -50,7 +51,8 @@ CONFIGS: dict[str, dict] = {
 }
 PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("2-kd", "1-alone"), ("3-diswot", "2-kd"),
          ("5a-diswot+cosine", "3-diswot"), ("5b-diswot+lrp", "3-diswot"),
-         ("4-thesis@w0.1", "2-kd"), ("4-thesis@w0.1", "1-alone"))  # the thesis at its tuned weights
+         ("4-thesis@w0.1", "2-kd"), ("4-thesis@w0.1", "1-alone"),  # the thesis at its tuned weights
+         ("4-thesis@perstep", "4-thesis"), ("4-thesis@perstep", "2-kd"))  # and with per-step teacher maps
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -80,23 +82,25 @@ def variant(config: str) -> tuple[str, dict]:
     """``"4-thesis@w0.1"`` -> ``("4-thesis", DistillConfig overrides)``: the base configuration's terms, retuned."""
     base, _, var = config.partition("@")
     spec = dict(CONFIGS[base])
-    if var.startswith("T"):
+    if var == "perstep":
+        spec["teacher_cache"] = False
+    elif var.startswith("T"):
         spec["temperature"] = float(var[1:])
     elif var.startswith("w"):
         spec["loss"] = {k: (float(var[1:]) if k in ("feat", "sem") else v) for k, v in spec["loss"].items()}
     elif var:
-        raise ValueError(f"unknown variant {var!r}: T<temperature> or w<weight>")
+        raise ValueError(f"unknown variant {var!r}: T<temperature>, w<weight> or perstep")
     return base, spec
 
 
 def cell_config(a: argparse.Namespace, student: str, config: str, seed: int, epochs: int,
                 max_images: int | None) -> RunConfig:
     """The run of one cell: the table's settings, the configuration's loss terms (and its variant's changes)."""
-    spec = {"temperature": a.temperature} | variant(config)[1]
+    spec = {"temperature": a.temperature, "teacher_cache": not a.no_teacher_cache} | variant(config)[1]
     return RunConfig(
         teacher=a.teacher, student=student, size=a.size,
         train=TrainConfig(epochs=epochs, batch_size=a.batch_size, lr=a.lr, seed=seed, max_images=max_images),
-        distill=DistillConfig(teacher_cache=not a.no_teacher_cache, **spec),
+        distill=DistillConfig(**spec),
     )
 
 
@@ -200,8 +204,9 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str]:
             lines.append(f"| {student} | ({a_cfg}) - ({b_cfg}) | {fmt('accuracy')} | {fmt('macro_f1')} |")
     tuned = sorted(key for key in cells if "@" in key)
     if tuned:
-        lines += ["", "Tuning grid (the same small effort for every KD configuration; validation accuracy of each "
-                      "variant and of its base configuration with the same seed):", "",
+        lines += ["", "Variants: the tuning grid (the same small effort for every KD configuration) and `@perstep` "
+                      "(the teacher's outputs on every augmented batch instead of the cache); validation accuracy of "
+                      "each variant and of its base configuration with the same seed:", "",
                   "| student | config | seed | val accuracy | val macro-F1 | base config's accuracy |",
                   "|---|---|---|---|---|---|"]
         for key in tuned:

@@ -26,6 +26,10 @@ bench/gpu_campaign.py --pack /dev/shm/kd/brain-128.safetensors.xz --out $OUT --s
 --parallel 12 --max-priority 3 --deadline 555`` (MPS started by hand in the first call; ``--mps`` does it now).
 With MPS and 17 processes, per-step-teacher KD ran at about 760 img/s each and resnet10t_w20 ``sem(lrp)`` cells at
 340-600, against 380 and 169 in session 4 without MPS (16 processes, a different mix): about 2-3x.
+Session 6 (``--cells-only --mps --parallel 16``, the mobile student's cells after :mod:`kdcore.explain.grouped_conv`):
+its ``sem(lrp)`` cells ran at 119-133 img/s each, but 16 processes of 4-5 GiB filled the 80 GiB and 7 cells died
+of CUDA out-of-memory; such a job is now queued again with one process fewer at once, and cut cells' checkpoints
+come back (within the tool's 64 MiB) to be resumed. Twelve at a time fit.
 Carry the pinned timm and zennit as wheels (``/work/.library/device/README.md``): the GPU image's timm 1.0.29
 writes no ``model_args`` into ``config.json``, so a saved width variant (``resnet10t_w20``) would not load.
 """
@@ -48,6 +52,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 STUDENTS = ("resnet10t_w20", "mobilenetv2_035")  # the shipped family's pick and a capacity-limited mobile net
 ABLATION_CONFIGS = ("1-alone", "2-kd", "3-diswot", "4-thesis", "5a-diswot+cosine", "5b-diswot+lrp")
+TUNING = ("2-kd@T2", "3-diswot@w0.1", "4-thesis@w0.1", "5a-diswot+cosine@w0.1", "5b-diswot+lrp@w0.1")  # seed 0
 
 
 @dataclass
@@ -81,6 +86,11 @@ class Pool:
             rc = j.proc.poll()
             if rc is not None:
                 j.status, j.end = ("ok" if rc == 0 else "failed"), self.now()
+                if rc != 0 and ran_out_of_memory(j.log) and j.info.get("oom", 0) < 2:
+                    # queued again, and one process fewer at once: the GPU's memory was full (session 6: 16 cells
+                    # of ~5 GiB each on an 80 GiB H100); a cell resumes from its last epoch's checkpoint
+                    j.info["oom"] = j.info.get("oom", 0) + 1
+                    j.status, self.parallel = "queued", max(1, self.parallel - 1)
         if launch:
             for j in sorted((j for j in self.jobs if j.status == "queued"), key=lambda j: j.priority):
                 if len(self.running()) >= self.parallel:
@@ -106,6 +116,13 @@ class Pool:
         return [{"name": j.name, "status": j.status, "start_s": j.start, "end_s": j.end, **j.info} for j in self.jobs]
 
 
+def ran_out_of_memory(log: Path) -> bool:
+    """Whether the job's log ends in a CUDA out-of-memory error."""
+    with open(log, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+        return b"CUDA out of memory" in f.read()
+
+
 def start_mps() -> str:
     """Start NVIDIA's Multi-Process Service, so that the campaign's processes run kernels on the GPU side by side
     rather than in time slices; ``"on"``, or why it is off (then nothing changed)."""
@@ -128,11 +145,13 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     Stage 2, by priority: 0 the shipped-student candidates (full 120-epoch per-step KD schedules: the 80-epoch runs
     of session 4 were still noisy near their end) and the shipped student's ``sem(lrp)`` cells of seeds 0-2 with the
     tuning grid's ``sem(lrp)`` cells; 1 the rest of the tuning grid (seed 0 of the shipped student: T 2 for KD, weight
-    0.1 on feat and sem) and the thesis cells of seeds 3-4; 2 the shipped student's other cells; 3 the mobile
-    student's cells without ``sem(lrp)``; 4 its ``sem(lrp)`` cells; 5 DisWOT. Rates seen with 16 processes on one
-    H100 (session 4): ``sem(lrp)`` 169 img/s on resnet10t_w20 but 22 img/s on mobilenetv2_035 (a depthwise double
-    backward: over an hour per cell, and it slows every other process), Grad-CAM ``sem`` 370, ce+kd 565-925,
-    per-step-teacher KD 380; with 4 processes alone, per-step-teacher KD ran at 3000-3200 img/s each.
+    0.1 on feat and sem), the thesis cells of seeds 3-4 and the tuned thesis on seeds 1-2; 2 the shipped student's
+    other cells and the thesis with per-step teacher maps (``4-thesis@perstep``, seeds 0-2: the cached maps, warped
+    with the augmentation, are at cosine 0.61 from the per-step ones); 3 the mobile student's cells, longest first: ``sem(lrp)``, its tuning grid, the rest; 4 DisWOT.
+    Rates seen with 16 processes on one H100 (session 4): ``sem(lrp)`` 169 img/s on resnet10t_w20 but 22 img/s on
+    mobilenetv2_035 (PyTorch's double backward of a depthwise convolution, one call per channel, before
+    :mod:`kdcore.explain.grouped_conv`), Grad-CAM ``sem`` 370, ce+kd 565-925, per-step-teacher KD 380; with 4
+    processes alone, per-step-teacher KD ran at 3000-3200 img/s each. ``--cells-only`` runs the ablation alone.
     """
     t = a.tiny
     cap = ["--max-images", "64"] if t else []
@@ -161,17 +180,20 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     r10, mobile = STUDENTS
     first, later = [s for s in seeds if s < 3], [s for s in seeds if s >= 3]
     stage2 += [cell(r10, c, s, 0) for c in lrp for s in first]
-    stage2 += [cell(r10, f"{c}@w0.1", 0, 0) for c in lrp]
-    stage2 += [cell(r10, c, 0, 1) for c in ("2-kd@T2", "3-diswot@w0.1", "5a-diswot+cosine@w0.1")]
+    stage2 += [cell(r10, c, 0, 0) for c in TUNING if c.endswith("@w0.1") and c.split("@")[0] in lrp]
+    stage2 += [cell(r10, c, 0, 1) for c in TUNING if not (c.endswith("@w0.1") and c.split("@")[0] in lrp)]
     stage2 += [cell(r10, c, s, 1) for c in lrp for s in later]
+    stage2 += [cell(r10, "4-thesis@w0.1", s, 1) for s in seeds if 1 <= s <= 2]
     stage2 += [cell(r10, c, s, 2) for s in seeds for c in ABLATION_CONFIGS[1:] if c not in lrp]
+    stage2 += [cell(r10, "4-thesis@perstep", s, 2) for s in seeds if s <= 2]  # the teacher cache's control
+    stage2 += [cell(mobile, c, s, 3) for c in lrp for s in seeds]
+    stage2 += [cell(mobile, c, 0, 3) for c in TUNING] + [cell(mobile, "4-thesis@w0.1", s, 3) for s in seeds if 1 <= s <= 2]
     stage2 += [cell(mobile, c, s, 3) for s in seeds for c in ABLATION_CONFIGS[1:] if c not in lrp]
-    stage2 += [cell(mobile, c, s, 4) for c in lrp for s in seeds]
     from diswot_validate import BENCH_CANDIDATES
 
     diswot = ["bench/diswot_validate.py", "--data", str(pack), "--teacher", "models/teacher", "--runs",
               str(runs / "diswot"), "--epochs", str(1 if t else 15), "--batch-size", "128", *cap]
-    stage2 += [(f"diswot/{c}/{s}", diswot + ["--only", f"{c}/{s}"], 5) for s in (0, 1)
+    stage2 += [(f"diswot/{c}/{s}", diswot + ["--only", f"{c}/{s}"], 4) for s in (0, 1)
                for c in BENCH_CANDIDATES[: 2 if t else None]]
     return stage1, stage2
 
@@ -229,8 +251,19 @@ def finished_cells() -> set[str]:
     return {f"ablation/{key}" for key in json.loads(path.read_text()).get("cells", {})}
 
 
-def pack_results(out: Path, runs: Path, part_mb: int = 15) -> list[str]:
-    """Small files of every run plus models/teacher into ``out/results.tar`` parts."""
+def cut_cells(runs: Path) -> list[Path]:
+    """Ablation cells with a checkpoint but no ``cell.json`` (cut by the deadline), the furthest along first."""
+    def epochs(cell: Path) -> int:
+        return json.loads((cell / "checkpoint.json").read_text()).get("epoch", -1)
+
+    cells = [c.parent for c in runs.glob("ablation/*/*/seed*/checkpoint.json") if not (c.parent / "cell.json").exists()]
+    return sorted(cells, key=epochs, reverse=True)
+
+
+def pack_results(out: Path, runs: Path, part_mb: int = 15, budget_mb: int = 58) -> list[str]:
+    """Small files of every run plus models/teacher into ``out/results.tar`` parts; then, while the tar stays within
+    ``budget_mb`` (the device tool returns at most 64 MiB), the checkpoints and best weights of cut ablation cells,
+    which ``bench/distill_ablation.py --only`` resumes wherever the cell's folder is put back."""
     keep = ("metrics.jsonl", "config.json", "cell.json", "result.json", "README.md", "model.safetensors", ".log")
     tar_path = out / "results.tar"
     with tarfile.open(tar_path, "w") as tar:
@@ -242,6 +275,13 @@ def pack_results(out: Path, runs: Path, part_mb: int = 15) -> list[str]:
             if f.name == "model.safetensors" and not (rel.parts[0].startswith("student") and rel.parts[1:2] == ("best",)):
                 continue  # weights: only the shipped-student candidates' best models
             tar.add(f, arcname=f"runs/{rel}")
+        for cell in cut_cells(runs):
+            files = [cell / "checkpoint.safetensors", cell / "checkpoint.json", cell / "best" / "model.safetensors"]
+            files = [f for f in files if f.is_file()]
+            if tar.offset + sum(f.stat().st_size + 1024 for f in files) > budget_mb << 20:
+                break
+            for f in files:
+                tar.add(f, arcname=f"runs/{f.relative_to(runs)}")
     data, parts = tar_path.read_bytes(), []
     tar_path.unlink()
     for i in range(0, len(data), part_mb << 20):
@@ -263,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mps", action="store_true", help="start NVIDIA MPS first (processes share the GPU at once)")
     p.add_argument("--tiny", action="store_true", help="toy budgets, to check the plan on the CPU")
     p.add_argument("--shipped-teacher", action="store_true", help="train no teachers: distil from models/teacher")
+    p.add_argument("--cells-only", action="store_true", help="stage 2 runs the ablation's cells only")
     p.add_argument("--skip-finished", action="store_true",
                    help="leave out the ablation cells already in bench/results/distill_ablation.json")
     a = p.parse_args(argv)
@@ -280,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         pack = dst
     sys.path[:0] = [str(REPO), str(REPO / "bench")]
     env = os.environ | {"OMP_NUM_THREADS": "1", "TQDM_MININTERVAL": "10", "KDCORE_CACHE": str(work / "cache"),
+                        "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",  # less memory lost to fragments
                         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     report: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv, "tiny": a.tiny,
                     "unpack_s": round(time.time() - t0, 1)}
@@ -293,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - recorded, not fatal
         report["device"] = repr(e)
     stage1, stage2 = plan(a, pack, runs)
+    if a.cells_only:
+        stage2 = [j for j in stage2 if j[0].startswith("ablation/")]
     if a.skip_finished:
         done = finished_cells()
         stage1, stage2 = ([j for j in stage if j[0] not in done] for stage in (stage1, stage2))

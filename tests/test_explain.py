@@ -101,6 +101,49 @@ def test_student_map_gradients_match_finite_differences(method):
         assert abs(numeric - analytic) <= 1e-4 * max(1.0, abs(analytic)), (name, numeric, analytic)
 
 
+@pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 1, 1, 6), (2, 1, 1, 6), (2, 0, 2, 3), (1, 2, 1, 2)])
+def test_grouped_conv_first_and_second_derivatives(stride, padding, dilation, groups):
+    from kdcore.explain.grouped_conv import GroupedConv2d
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 9, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(6, 6 // groups, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    conf = ((stride, stride), (padding, padding), (dilation, dilation), groups)
+    fn = lambda x, w: GroupedConv2d.apply(x, w, *conf)  # noqa: E731
+    assert torch.equal(fn(x, w), torch.nn.functional.conv2d(x, w, None, stride, padding, dilation, groups))
+    assert torch.autograd.gradcheck(fn, (x, w)) and torch.autograd.gradgradcheck(fn, (x, w))
+
+
+def test_student_map_differentiates_depthwise_convs_in_one_call_per_layer():
+    """A loss on a MobileNet's map gets the same parameter gradients as plain autograd, without a call per group."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from kdcore.explain.differentiable import gradient_x_input
+
+    class CountConvs(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls += func.name().startswith("aten::convolution")
+            return func(*args, **(kwargs or {}))
+
+    model, x = tiny("mobilenetv2_035", torch.float64), torch.randn(2, 1, 64, 64, dtype=torch.float64)
+    weights = torch.randn(2, 64, 64, dtype=torch.float64)
+    params = list(model.parameters())
+    grads, calls = [], []
+    for fn in (gradient_x_input, lambda m, x, t: student_map(m, x, t, "lrp")):
+        with CountConvs() as count:
+            loss = (fn(model, x, torch.tensor([1, 2])) * weights).sum()
+            grads.append(torch.autograd.grad(loss, params, allow_unused=True))
+        calls.append(count.calls)
+    for plain, fast in zip(*grads):
+        assert (plain is None and fast is None) or torch.allclose(plain, fast, rtol=1e-9, atol=1e-12)
+    layers = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert calls[1] <= 6 * layers < calls[0] / 5, (layers, calls)
+
+
 def test_render_overlay_at_upload_size(tmp_path):
     grey = (np.arange(90 * 150).reshape(90, 150) % 251).astype(np.uint8)
     path = tmp_path / "slice.png"

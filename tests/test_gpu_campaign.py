@@ -23,7 +23,9 @@ def test_plan_commands_parse(tiny, shipped, tmp_path):
     assert len(names) == len(set(names))
     assert sum(n.startswith("teacher") for n in names) == (0 if shipped else 2 if tiny else 4)
     assert sum(n.startswith("ablation/") and "@" not in n for n in names) == 2 * 6 * (2 if tiny else 5)
-    assert sum("@" in n for n in names) == 5  # the tuning grid
+    # the tuning grid (seed 0) and the tuned thesis on seeds 1-2, for both students; the per-step control
+    assert sum("@w" in n or "@T" in n for n in names) == 2 * (5 + (1 if tiny else 2))
+    assert sum("@perstep" in n for n in names) == (2 if tiny else 3)
     assert all(prio == 0 for n, _, prio in stage1 if n.startswith("teacher"))
     parser = build_parser()
     for name, argv, _ in stage1 + stage2:
@@ -63,6 +65,56 @@ def test_pack_results_keeps_small_files_and_student_weights(tmp_path, monkeypatc
                 "runs/ablation/r/2-kd/seed0/best/model.safetensors"} & names
 
 
+def test_pack_results_adds_cut_cells_checkpoints_furthest_first_within_budget(tmp_path, monkeypatch):
+    import json
+
+    repo = tmp_path / "repo"
+    (repo / "models" / "teacher").mkdir(parents=True)
+    monkeypatch.setattr(gpu_campaign, "REPO", repo)
+    runs = tmp_path / "runs"
+    for seed, epoch in enumerate((3, 11, 7)):  # cut cells, 600 KiB of checkpoint each
+        cell = runs / "ablation" / "m" / "4-thesis" / f"seed{seed}"
+        (cell / "best").mkdir(parents=True)
+        (cell / "checkpoint.json").write_text(json.dumps({"epoch": epoch}))
+        (cell / "checkpoint.safetensors").write_bytes(b"c" * (600 << 10))
+        (cell / "best" / "model.safetensors").write_bytes(b"w" * 1000)
+    done = runs / "ablation" / "m" / "2-kd" / "seed0"
+    done.mkdir(parents=True)
+    (done / "cell.json").write_text("{}")
+    (done / "checkpoint.json").write_text(json.dumps({"epoch": 19}))
+    (done / "checkpoint.safetensors").write_bytes(b"c" * 10)
+    out = tmp_path / "out"
+    out.mkdir()
+    parts = gpu_campaign.pack_results(out, runs, budget_mb=1)
+    (tmp_path / "all.tar").write_bytes(b"".join((out / p).read_bytes() for p in parts))
+    with tarfile.open(tmp_path / "all.tar") as tar:
+        names = set(tar.getnames())
+    cell = "runs/ablation/m/4-thesis/seed"
+    assert {f"{cell}1/checkpoint.safetensors", f"{cell}1/checkpoint.json", f"{cell}1/best/model.safetensors"} <= names
+    assert not {f"{cell}0/checkpoint.safetensors", f"{cell}2/checkpoint.safetensors"} & names  # over the budget
+    assert "runs/ablation/m/2-kd/seed0/checkpoint.safetensors" not in names  # finished: nothing to resume
+
+
+def test_a_job_that_ran_out_of_gpu_memory_is_queued_again_with_one_process_fewer(tmp_path):
+    pool = gpu_campaign.Pool(3, dict(__import__("os").environ), 0.0)
+    script = tmp_path / "oom.py"
+    script.write_text("import pathlib, sys\n"
+                      "flag = pathlib.Path(sys.argv[1])\n"
+                      "if not flag.exists():\n"
+                      "    flag.touch(); print('torch.OutOfMemoryError: CUDA out of memory. Tried'); sys.exit(1)\n")
+    job = gpu_campaign.Job("cell", [str(script), str(tmp_path / "tried")], 0, tmp_path / "cell.log")
+    pool.add(job)
+    fail = gpu_campaign.Job("bad", ["-c", "raise SystemExit(3)"], 0, tmp_path / "bad.log")
+    pool.add(fail)
+    for _ in range(200):
+        pool.poll()
+        if all(j.status in ("ok", "failed") for j in pool.jobs):
+            break
+        __import__("time").sleep(0.05)
+    assert job.status == "ok" and job.info == {"oom": 1} and pool.parallel == 2
+    assert fail.status == "failed" and "oom" not in fail.info
+
+
 def test_finished_cells_are_the_committed_ones():
     import json
 
@@ -76,6 +128,8 @@ def test_tuning_variants_change_only_their_knob():
     base, spec = distill_ablation.variant("4-thesis@w0.1")
     assert base == "4-thesis" and spec["loss"] == {"ce": 1.0, "kd": 1.0, "feat": 0.1, "sem": 0.1}
     assert spec["sem_map"] == "lrp" and distill_ablation.CONFIGS["4-thesis"]["loss"]["sem"] == 1.0  # base untouched
+    assert distill_ablation.variant("4-thesis@perstep")[1] == distill_ablation.CONFIGS["4-thesis"] | {
+        "teacher_cache": False}
     with pytest.raises(ValueError, match="variant"):
         distill_ablation.variant("2-kd@x3")
 
