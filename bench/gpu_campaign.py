@@ -147,7 +147,8 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     tuning grid's ``sem(lrp)`` cells; 1 the rest of the tuning grid (seed 0 of the shipped student: T 2 for KD, weight
     0.1 on feat and sem), the thesis cells of seeds 3-4 and the tuned thesis on seeds 1-2; 2 the shipped student's
     other cells and the thesis with per-step teacher maps (``4-thesis@perstep``, seeds 0-2: the cached maps, warped
-    with the augmentation, are at cosine 0.61 from the per-step ones); 3 the mobile student's cells, longest first: ``sem(lrp)``, its tuning grid, the rest; 4 DisWOT.
+    with the augmentation, are at cosine 0.61 from the per-step ones); 3 the mobile student's cells, longest first:
+    ``sem(lrp)``, its tuning grid, the rest; 4 DisWOT.
     Rates seen with 16 processes on one H100 (session 4): ``sem(lrp)`` 169 img/s on resnet10t_w20 but 22 img/s on
     mobilenetv2_035 (PyTorch's double backward of a depthwise convolution, one call per channel, before
     :mod:`kdcore.explain.grouped_conv`), Grad-CAM ``sem`` 370, ce+kd 565-925, per-step-teacher KD 380; with 4
@@ -180,14 +181,14 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     r10, mobile = STUDENTS
     first, later = [s for s in seeds if s < 3], [s for s in seeds if s >= 3]
     stage2 += [cell(r10, c, s, 0) for c in lrp for s in first]
-    stage2 += [cell(r10, c, 0, 0) for c in TUNING if c.endswith("@w0.1") and c.split("@")[0] in lrp]
-    stage2 += [cell(r10, c, 0, 1) for c in TUNING if not (c.endswith("@w0.1") and c.split("@")[0] in lrp)]
+    stage2 += [cell(r10, c, 0, 0 if c.split("@")[0] in lrp else 1) for c in TUNING]
     stage2 += [cell(r10, c, s, 1) for c in lrp for s in later]
     stage2 += [cell(r10, "4-thesis@w0.1", s, 1) for s in seeds if 1 <= s <= 2]
     stage2 += [cell(r10, c, s, 2) for s in seeds for c in ABLATION_CONFIGS[1:] if c not in lrp]
     stage2 += [cell(r10, "4-thesis@perstep", s, 2) for s in seeds if s <= 2]  # the teacher cache's control
     stage2 += [cell(mobile, c, s, 3) for c in lrp for s in seeds]
-    stage2 += [cell(mobile, c, 0, 3) for c in TUNING] + [cell(mobile, "4-thesis@w0.1", s, 3) for s in seeds if 1 <= s <= 2]
+    stage2 += [cell(mobile, c, 0, 3) for c in TUNING]
+    stage2 += [cell(mobile, "4-thesis@w0.1", s, 3) for s in seeds if 1 <= s <= 2]
     stage2 += [cell(mobile, c, s, 3) for s in seeds for c in ABLATION_CONFIGS[1:] if c not in lrp]
     from diswot_validate import BENCH_CANDIDATES
 

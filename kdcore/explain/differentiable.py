@@ -12,7 +12,7 @@ plain autograd expressions of the parameters instead:
 * ``"gradcam"``: :func:`kdcore.explain.gradcam.grad_cam` with ``create_graph=True``.
 
 Both run the model in eval mode (running BatchNorm statistics, so each sample's map depends on that sample only),
-with grouped convolutions in :func:`kdcore.explain.grouped_conv.fast_grouped_convs` (a loss on the map
+with grouped convolutions in :class:`kdcore.explain.grouped_conv.FastGroupedConvs` (a loss on the map
 differentiates each convolution's backward, which PyTorch does one group at a time).
 """
 
@@ -24,7 +24,7 @@ from torch import nn
 from kdcore.errors import KDCoreError
 from kdcore.explain._common import Target, evaluating, resolve_targets, target_logits
 from kdcore.explain.gradcam import grad_cam
-from kdcore.explain.grouped_conv import fast_grouped_convs
+from kdcore.explain.grouped_conv import FastGroupedConvs
 
 
 def gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
@@ -41,6 +41,6 @@ def student_map(model: nn.Module, x: torch.Tensor, target: Target = None, method
     """A map ``(B, H, W)`` for input ``(B, C, H, W)`` whose gradient reaches every parameter of ``model``."""
     maps = {"lrp": gradient_x_input, "gradcam": lambda m, x, t: grad_cam(m, x, t, create_graph=True)}
     if method in maps:
-        with fast_grouped_convs():
+        with FastGroupedConvs():
             return maps[method](model, x, target)
     raise KDCoreError(f"unknown explanation method {method!r}: choose from lrp, gradcam")

@@ -2,18 +2,15 @@
 
 PyTorch differentiates the backward of a grouped convolution (``create_graph=True``, then ``backward``) with one
 convolution per group: a depthwise layer of 144 channels costs 144 small convolutions and as many copies, and a
-MobileNet's ``sem(lrp)`` step thousands of kernel launches (session 5 measured 22 img/s on a shared H100, slower than
+MobileNet's ``sem(lrp)`` step thousands of kernel launches (session 4 measured 22 img/s on a shared H100, slower than
 two CPU cores). :class:`GroupedConv2d` writes the input gradient of ``conv2d`` as one grouped ``conv_transpose2d``,
 whose own backward is an ordinary grouped convolution backward, so every order of derivative stays one call per
 layer. The values and the gradients are the same (checked by ``gradgradcheck`` in ``tests/test_explain.py``).
 
-:func:`fast_grouped_convs` routes every grouped ``conv2d`` of the code it wraps through it.
+Within ``with FastGroupedConvs():`` every grouped ``conv2d`` goes through it.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -57,8 +54,9 @@ def _conv2d_args(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1
     return x, weight, bias, stride, padding, dilation, groups
 
 
-class _GroupedConvMode(TorchFunctionMode):
-    """Sends ``conv2d`` calls with ``groups > 1`` and numeric padding to :class:`GroupedConv2d`."""
+class FastGroupedConvs(TorchFunctionMode):
+    """Sends ``conv2d`` calls with ``groups > 1`` and numeric padding to :class:`GroupedConv2d` (same values, fast
+    double backward); a context manager."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -68,10 +66,3 @@ class _GroupedConvMode(TorchFunctionMode):
                 out = GroupedConv2d.apply(x, w, _pair(stride), _pair(padding), _pair(dilation), groups)
                 return out if b is None else out + b[:, None, None]
         return func(*args, **kwargs)
-
-
-@contextmanager
-def fast_grouped_convs() -> Iterator[None]:
-    """Within the block, grouped convolutions are :class:`GroupedConv2d` (same values, fast double backward)."""
-    with _GroupedConvMode():
-        yield
