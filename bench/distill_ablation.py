@@ -188,7 +188,7 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str]:
     if res.get("throughput"):
         lines += ["", f"images/s on this CPU: {torch.get_num_threads()} threads, the first steps of one epoch at the "
                       "same settings (`--throughput-steps`), teacher caches built beforehand; 'images/s there': "
-                      "each cell's training (on a shared GPU, 12-17 processes at once)."]
+                      "each cell's training (on a shared GPU, 3-17 processes at once)."]
     lines += ["", "Paired differences (mean over seeds; 95% bootstrap CI over seeds and validation images):", "",
               "| student | comparison | Δ accuracy [95% CI] | Δ macro-F1 [95% CI] |", "|---|---|---|---|"]
     for student in s["students"]:

@@ -26,10 +26,16 @@ bench/gpu_campaign.py --pack /dev/shm/kd/brain-128.safetensors.xz --out $OUT --s
 --parallel 12 --max-priority 3 --deadline 555`` (MPS started by hand in the first call; ``--mps`` does it now).
 With MPS and 17 processes, per-step-teacher KD ran at about 760 img/s each and resnet10t_w20 ``sem(lrp)`` cells at
 340-600, against 380 and 169 in session 4 without MPS (16 processes, a different mix): about 2-3x.
-Session 6 (``--cells-only --mps --parallel 16``, the mobile student's cells after :mod:`kdcore.explain.grouped_conv`):
-its ``sem(lrp)`` cells ran at 119-133 img/s each, but 16 processes of 4-5 GiB filled the 80 GiB and 7 cells died
-of CUDA out-of-memory; such a job is now queued again with one process fewer at once, and cut cells' checkpoints
-come back (within the tool's 64 MiB) to be resumed. Twelve at a time fit.
+Session 6 (``--cells-only --mps --parallel 16``, ``--cells-only`` being ``--jobs 'ablation/*'`` now; the mobile
+student's cells after :mod:`kdcore.explain.grouped_conv`): its ``sem(lrp)`` cells ran at 119-133 img/s each, but
+16 processes of 4-5 GiB filled the 80 GiB and 7 cells died of CUDA out-of-memory; such a job is now queued again
+with one process fewer at once, and cut cells' checkpoints come back (within the tool's 64 MiB) to be resumed.
+Session 7 (``--jobs 'ablation/*' --mps``): with 10 processes (6 ``sem(lrp)``, 4 Grad-CAM cells of the mobile student)
+the ``sem(lrp)`` jobs took 357-369 s and the Grad-CAM ones 194-197 s; 3 Grad-CAM jobs alone took 102-106 s. The
+GPU is the bottleneck: fewer processes at once finish each sooner at about the same total rate, so the cells that
+must end go first and few at a time. Two cut cells' checkpoints (14.5 MB each for mobilenetv2_035: the projector's
+optimizer state, and the best weights) did not fit beside the pack's second half, the wheels and the tracked tree
+(48 MiB) in one call's 64 MiB: cut cells are resumed here (``--resume`` takes them back to a GPU when they fit).
 Carry the pinned timm and zennit as wheels (``/work/.library/device/README.md``): the GPU image's timm 1.0.29
 writes no ``model_args`` into ``config.json``, so a saved width variant (``resnet10t_w20``) would not load.
 """
@@ -47,6 +53,7 @@ import sys
 import tarfile
 import time
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,13 +153,13 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     of session 4 were still noisy near their end) and the shipped student's ``sem(lrp)`` cells of seeds 0-2 with the
     tuning grid's ``sem(lrp)`` cells; 1 the rest of the tuning grid (seed 0 of the shipped student: T 2 for KD, weight
     0.1 on feat and sem), the thesis cells of seeds 3-4 and the tuned thesis on seeds 1-2; 2 the shipped student's
-    other cells and the thesis with per-step teacher maps (``4-thesis@perstep``, seeds 0-2: the cached maps, warped
-    with the augmentation, are at cosine 0.61 from the per-step ones); 3 the mobile student's cells, longest first:
-    ``sem(lrp)``, its tuning grid, the rest; 4 DisWOT.
+    other cells and the mobile student's seeds 0-2, ``sem(lrp)`` first; 3 the mobile student's tuning grid, its seeds
+    3-4 and tuned thesis, then the thesis with per-step teacher maps (``4-thesis@perstep``, seeds 0-2: the cached
+    maps, warped with the augmentation, are at cosine 0.61 from the per-step ones); 4 DisWOT.
     Rates seen with 16 processes on one H100 (session 4): ``sem(lrp)`` 169 img/s on resnet10t_w20 but 22 img/s on
     mobilenetv2_035 (PyTorch's double backward of a depthwise convolution, one call per channel, before
     :mod:`kdcore.explain.grouped_conv`), Grad-CAM ``sem`` 370, ce+kd 565-925, per-step-teacher KD 380; with 4
-    processes alone, per-step-teacher KD ran at 3000-3200 img/s each. ``--cells-only`` runs the ablation alone.
+    processes alone, per-step-teacher KD ran at 3000-3200 img/s each. ``--jobs 'ablation/*'`` runs the ablation alone.
     """
     t = a.tiny
     cap = ["--max-images", "64"] if t else []
@@ -185,11 +192,12 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     stage2 += [cell(r10, c, s, 1) for c in lrp for s in later]
     stage2 += [cell(r10, "4-thesis@w0.1", s, 1) for s in seeds if 1 <= s <= 2]
     stage2 += [cell(r10, c, s, 2) for s in seeds for c in ABLATION_CONFIGS[1:] if c not in lrp]
-    stage2 += [cell(r10, "4-thesis@perstep", s, 2) for s in seeds if s <= 2]  # the teacher cache's control
-    stage2 += [cell(mobile, c, s, 3) for c in lrp for s in seeds]
+    by_cost = sorted(ABLATION_CONFIGS[1:], key=lambda c: c not in lrp)  # sem(lrp) cells, the longest, start first
+    stage2 += [cell(mobile, c, s, 2) for s in first for c in by_cost]
     stage2 += [cell(mobile, c, 0, 3) for c in TUNING]
+    stage2 += [cell(mobile, c, s, 3) for s in later for c in by_cost]
     stage2 += [cell(mobile, "4-thesis@w0.1", s, 3) for s in seeds if 1 <= s <= 2]
-    stage2 += [cell(mobile, c, s, 3) for s in seeds for c in ABLATION_CONFIGS[1:] if c not in lrp]
+    stage2 += [cell(r10, "4-thesis@perstep", s, 3) for s in seeds if s <= 2]  # the teacher cache's control
     from diswot_validate import BENCH_CANDIDATES
 
     diswot = ["bench/diswot_validate.py", "--data", str(pack), "--teacher", "models/teacher", "--runs",
@@ -244,6 +252,11 @@ def build_teacher_caches(pack: Path, cache_dir: Path) -> dict:
     return {"cache_build_s": round(time.perf_counter() - t0, 1)}
 
 
+def select(jobs: list[tuple], patterns: list[str], done: set[str]) -> list[tuple]:
+    """The jobs whose name matches one of ``patterns`` (fnmatch) and is not in ``done``."""
+    return [j for j in jobs if any(fnmatch(j[0], pat) for pat in patterns) and j[0] not in done]
+
+
 def finished_cells() -> set[str]:
     """Job names of the ablation cells already in ``bench/results/distill_ablation.json`` (same settings)."""
     path = REPO / "bench" / "results" / "distill_ablation.json"
@@ -261,14 +274,16 @@ def cut_cells(runs: Path) -> list[Path]:
     return sorted(cells, key=epochs, reverse=True)
 
 
-def pack_results(out: Path, runs: Path, part_mb: int = 15, budget_mb: int = 58) -> list[str]:
-    """Small files of every run plus models/teacher into ``out/results.tar`` parts; then, while the tar stays within
-    ``budget_mb`` (the device tool returns at most 64 MiB), the checkpoints and best weights of cut ablation cells,
-    which ``bench/distill_ablation.py --only`` resumes wherever the cell's folder is put back."""
+def pack_results(out: Path, runs: Path, part_mb: int = 15, budget_mb: int = 58, teacher: bool = True) -> list[str]:
+    """Small files of every run, plus models/teacher when ``teacher`` (a new one was chosen), into
+    ``out/results.tar`` parts; then the checkpoints and best weights of cut ablation cells, furthest first, each that
+    keeps the tar within ``budget_mb`` (the device tool returns at most 64 MiB), which ``bench/distill_ablation.py
+    --only`` resumes wherever the cell's folder is put back (``--resume`` here)."""
     keep = ("metrics.jsonl", "config.json", "cell.json", "result.json", "README.md", "model.safetensors", ".log")
     tar_path = out / "results.tar"
     with tarfile.open(tar_path, "w") as tar:
-        tar.add(REPO / "models" / "teacher", arcname="models/teacher")
+        if teacher:
+            tar.add(REPO / "models" / "teacher", arcname="models/teacher")
         for f in sorted(runs.rglob("*")):
             rel = f.relative_to(runs)
             if not f.is_file() or not f.name.endswith(keep) or "checkpoint" in f.name:
@@ -280,7 +295,7 @@ def pack_results(out: Path, runs: Path, part_mb: int = 15, budget_mb: int = 58) 
             files = [cell / "checkpoint.safetensors", cell / "checkpoint.json", cell / "best" / "model.safetensors"]
             files = [f for f in files if f.is_file()]
             if tar.offset + sum(f.stat().st_size + 1024 for f in files) > budget_mb << 20:
-                break
+                continue
             for f in files:
                 tar.add(f, arcname=f"runs/{f.relative_to(runs)}")
     data, parts = tar_path.read_bytes(), []
@@ -304,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mps", action="store_true", help="start NVIDIA MPS first (processes share the GPU at once)")
     p.add_argument("--tiny", action="store_true", help="toy budgets, to check the plan on the CPU")
     p.add_argument("--shipped-teacher", action="store_true", help="train no teachers: distil from models/teacher")
-    p.add_argument("--cells-only", action="store_true", help="stage 2 runs the ablation's cells only")
+    p.add_argument("--jobs", default="*", help="comma-separated name patterns (fnmatch) of the jobs to run, e.g. "
+                   "'ablation/*' for the ablation's cells alone or 'ablation/mobilenetv2_035/3-diswot/*'")
+    p.add_argument("--resume", help="folder of cut ablation cells (<student>/<config>/seed<k>, with checkpoints, as "
+                   "packed back): they go into the runs folder first, and their jobs resume them")
     p.add_argument("--skip-finished", action="store_true",
                    help="leave out the ablation cells already in bench/results/distill_ablation.json")
     a = p.parse_args(argv)
@@ -335,12 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         report["torch"] = torch.__version__
     except Exception as e:  # noqa: BLE001 - recorded, not fatal
         report["device"] = repr(e)
-    stage1, stage2 = plan(a, pack, runs)
-    if a.cells_only:
-        stage2 = [j for j in stage2 if j[0].startswith("ablation/")]
+    done = finished_cells() if a.skip_finished else set()
+    stage1, stage2 = (select(stage, a.jobs.split(","), done) for stage in plan(a, pack, runs))
+    if a.resume:
+        shutil.copytree(a.resume, runs / "ablation", dirs_exist_ok=True)
     if a.skip_finished:
-        done = finished_cells()
-        stage1, stage2 = ([j for j in stage if j[0] not in done] for stage in (stage1, stage2))
         report["skipped_finished"] = sorted(done)
     pool = Pool(a.parallel, env, t0)
     for name, args, prio in stage1:
@@ -375,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     pool.kill(pool.jobs)
     report["end_s"] = pool.now()
     write()
-    report["parts"] = pack_results(out, runs)
+    report["parts"] = pack_results(out, runs, teacher=not a.shipped_teacher)
     report["packed_s"] = pool.now()
     write()
     print(json.dumps({k: v for k, v in report.items() if k != "jobs"}, indent=1))

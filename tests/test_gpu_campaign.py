@@ -72,11 +72,11 @@ def test_pack_results_adds_cut_cells_checkpoints_furthest_first_within_budget(tm
     (repo / "models" / "teacher").mkdir(parents=True)
     monkeypatch.setattr(gpu_campaign, "REPO", repo)
     runs = tmp_path / "runs"
-    for seed, epoch in enumerate((3, 11, 7)):  # cut cells, 600 KiB of checkpoint each
+    for seed, (epoch, kib) in enumerate(((3, 600), (11, 600), (7, 600), (1, 10))):  # cut cells
         cell = runs / "ablation" / "m" / "4-thesis" / f"seed{seed}"
         (cell / "best").mkdir(parents=True)
         (cell / "checkpoint.json").write_text(json.dumps({"epoch": epoch}))
-        (cell / "checkpoint.safetensors").write_bytes(b"c" * (600 << 10))
+        (cell / "checkpoint.safetensors").write_bytes(b"c" * (kib << 10))
         (cell / "best" / "model.safetensors").write_bytes(b"w" * 1000)
     done = runs / "ablation" / "m" / "2-kd" / "seed0"
     done.mkdir(parents=True)
@@ -85,13 +85,15 @@ def test_pack_results_adds_cut_cells_checkpoints_furthest_first_within_budget(tm
     (done / "checkpoint.safetensors").write_bytes(b"c" * 10)
     out = tmp_path / "out"
     out.mkdir()
-    parts = gpu_campaign.pack_results(out, runs, budget_mb=1)
+    parts = gpu_campaign.pack_results(out, runs, budget_mb=1, teacher=False)
     (tmp_path / "all.tar").write_bytes(b"".join((out / p).read_bytes() for p in parts))
     with tarfile.open(tmp_path / "all.tar") as tar:
         names = set(tar.getnames())
     cell = "runs/ablation/m/4-thesis/seed"
     assert {f"{cell}1/checkpoint.safetensors", f"{cell}1/checkpoint.json", f"{cell}1/best/model.safetensors"} <= names
     assert not {f"{cell}0/checkpoint.safetensors", f"{cell}2/checkpoint.safetensors"} & names  # over the budget
+    assert f"{cell}3/checkpoint.safetensors" in names  # the last, but small enough for what is left
+    assert not any(n.startswith("models/teacher") for n in names)  # --shipped-teacher: the repo has it
     assert "runs/ablation/m/2-kd/seed0/checkpoint.safetensors" not in names  # finished: nothing to resume
 
 
@@ -145,3 +147,21 @@ def test_plan_puts_the_students_first_and_diswot_after_priority_3(tmp_path):
     students = [n for n, _, prio in stage2 if prio == 0 and n.startswith("student")]
     assert len(students) == 5 and all(prio <= 5 for *_, prio in stage2)
     assert any(n.startswith("diswot/") for n, _, prio in stage2 if prio > 3)  # what --max-priority 3 leaves out
+
+
+def test_select_keeps_the_named_jobs_that_are_not_finished(tmp_path):
+    a = argparse.Namespace(tiny=True, shipped_teacher=True)
+    _, stage2 = gpu_campaign.plan(a, tmp_path / "pack.safetensors", tmp_path / "runs")
+    mobile = "ablation/mobilenetv2_035"
+    picked = gpu_campaign.select(stage2, [f"{mobile}/3-diswot/*", f"{mobile}/4-thesis/1"], {f"{mobile}/3-diswot/0"})
+    assert [n for n, *_ in picked] == [f"{mobile}/4-thesis/1", f"{mobile}/3-diswot/1"]
+    assert len(gpu_campaign.select(stage2, ["ablation/*"], set())) == sum(n.startswith("ablation/") for n, *_ in stage2)
+
+
+def test_plan_starts_the_mobile_students_first_seeds_with_its_lrp_cells():
+    a = argparse.Namespace(tiny=False, shipped_teacher=True)
+    _, stage2 = gpu_campaign.plan(a, REPO_ROOT / "pack.safetensors", REPO_ROOT / "runs")
+    mobile = sorted((prio, i, n) for i, (n, _, prio) in enumerate(stage2) if n.startswith("ablation/mobilenetv2_035"))
+    first = [n.split("/", 2)[2] for *_, n in mobile[:10]]
+    assert all(n.endswith(("/0", "/1", "/2")) and "@" not in n for n in first)
+    assert {n.split("/")[0] for n in first[:2]} == {"4-thesis", "5b-diswot+lrp"}
