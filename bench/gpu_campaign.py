@@ -153,9 +153,10 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     of session 4 were still noisy near their end) and the shipped student's ``sem(lrp)`` cells of seeds 0-2 with the
     tuning grid's ``sem(lrp)`` cells; 1 the rest of the tuning grid (seed 0 of the shipped student: T 2 for KD, weight
     0.1 on feat and sem), the thesis cells of seeds 3-4 and the tuned thesis on seeds 1-2; 2 the shipped student's
-    other cells and the mobile student's seeds 0-2, ``sem(lrp)`` first; 3 the mobile student's tuning grid, its seeds
-    3-4 and tuned thesis, then the thesis with per-step teacher maps (``4-thesis@perstep``, seeds 0-2: the cached
-    maps, warped with the augmentation, are at cosine 0.61 from the per-step ones); 4 DisWOT.
+    other cells and the mobile student's seeds 0-2, ``sem(lrp)`` first; 3 the mobile student's tuning grid and its
+    seeds 3-4 (its grid keeps the thesis at weight 1: no tuned thesis to repeat), then the thesis with per-step
+    teacher maps (``4-thesis@perstep``, seeds 0-2: the cached maps, warped with the augmentation, are at cosine 0.61
+    from the per-step ones); 4 DisWOT.
     Rates seen with 16 processes on one H100 (session 4): ``sem(lrp)`` 169 img/s on resnet10t_w20 but 22 img/s on
     mobilenetv2_035 (PyTorch's double backward of a depthwise convolution, one call per channel, before
     :mod:`kdcore.explain.grouped_conv`), Grad-CAM ``sem`` 370, ce+kd 565-925, per-step-teacher KD 380; with 4
@@ -195,8 +196,7 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     by_cost = sorted(ABLATION_CONFIGS[1:], key=lambda c: c not in lrp)  # sem(lrp) cells, the longest, start first
     stage2 += [cell(mobile, c, s, 2) for s in first for c in by_cost]
     stage2 += [cell(mobile, c, 0, 3) for c in TUNING]
-    stage2 += [cell(mobile, c, s, 3) for s in later for c in by_cost]
-    stage2 += [cell(mobile, "4-thesis@w0.1", s, 3) for s in seeds if 1 <= s <= 2]
+    stage2 += [cell(mobile, c, s, 3) for s in later for c in by_cost]  # its grid keeps the thesis at weight 1
     stage2 += [cell(r10, "4-thesis@perstep", s, 3) for s in seeds if s <= 2]  # the teacher cache's control
     from diswot_validate import BENCH_CANDIDATES
 

@@ -24,7 +24,7 @@ def test_plan_commands_parse(tiny, shipped, tmp_path):
     assert sum(n.startswith("teacher") for n in names) == (0 if shipped else 2 if tiny else 4)
     assert sum(n.startswith("ablation/") and "@" not in n for n in names) == 2 * 6 * (2 if tiny else 5)
     # the tuning grid (seed 0) and the tuned thesis on seeds 1-2, for both students; the per-step control
-    assert sum("@w" in n or "@T" in n for n in names) == 2 * (5 + (1 if tiny else 2))
+    assert sum("@w" in n or "@T" in n for n in names) == 2 * 5 + (1 if tiny else 2)  # the shipped one's tuned thesis
     assert sum("@perstep" in n for n in names) == (2 if tiny else 3)
     assert all(prio == 0 for n, _, prio in stage1 if n.startswith("teacher"))
     parser = build_parser()
