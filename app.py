@@ -13,6 +13,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import gradio as gr
@@ -31,6 +32,48 @@ RUNTIMES = {"onnxruntime": "ONNX Runtime", "pytorch": "PyTorch"}
 REPO = Path(__file__).resolve().parent
 SAMPLE_TYPES = (".jpg", ".jpeg", ".png")
 SHORT = PRESETS["short"]  # the Distil tab starts from the short preset
+
+
+class DistilRuns:
+    """Each browser session's distillations: the stop flag of the one running and the count of those queued.
+
+    Cancel never kills the run's task: it sets the flag, and the run ends itself with a "Cancelled at ..." message in
+    its own stream, so no late progress message can overwrite that status. Runs still queued are dropped when they
+    reach the front of the queue.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, threading.Event] = {}
+        self._queued: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+
+    def queued(self, session: str) -> None:
+        with self._lock:
+            self._queued[session] += 1
+
+    def begin(self, session: str) -> threading.Event | None:
+        """The starting run's stop flag, or None when it was cancelled while queued."""
+        with self._lock:
+            self._queued[session] = max(self._queued[session] - 1, 0)
+            if self._dropped[session]:
+                self._dropped[session] -= 1
+                return None
+            stop = self._running[session] = threading.Event()
+            return stop
+
+    def end(self, session: str) -> None:
+        with self._lock:
+            self._running.pop(session, None)
+
+    def cancel(self, session: str) -> bool:
+        """Stop the session's running run and drop its queued ones; False when it has none."""
+        with self._lock:
+            stop = self._running.get(session)
+            if stop is not None:
+                stop.set()
+            self._dropped[session] = self._queued[session]
+            return stop is not None or self._queued[session] > 0
 
 
 def _user_errors(fn):
@@ -159,7 +202,7 @@ def build_demo(
     data_default = data_dir or os.environ.get("KDCORE_DATA", "")
     runs = Path(runs_dir or os.environ.get("KDCORE_RUNS") or REPO / "runs" / "app")
     downloads = Path(tempfile.mkdtemp(prefix="kdcore-app-"))
-    stops: dict[str, threading.Event] = {}  # session -> its distillation's stop flag
+    distil_runs = DistilRuns()
 
     def choices() -> list[str]:
         return store.names()
@@ -200,50 +243,61 @@ def build_demo(
                   feat_distance, data, request: gr.Request):
         from kdcore.distill import make_config, run
 
-        if not data:
-            raise gr.Error("Give the labelled data folder (one sub-folder per class).", print_exception=False)
-        loss = {k: float(w) for k, w in dict(ce=ce, kd=kd, feat=feat, sem=sem, rel=rel).items() if w}
-        cfg = make_config("short", overrides={
-            "teacher": store.ref(teacher_name), "student": arch, "size": int(size),
-            "train": {"epochs": int(epochs), "max_images": int(max_images)},
-            "distill": {"loss": loss, "temperature": float(temperature), "sem_map": sem_map,
-                        "feat_distance": feat_distance},
-        })
-        stop = stops[request.session_hash] = threading.Event()
-        out = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}"
-        history: list[dict] = []
-        last_plot = 0.0
-        yield f"Starting: {cfg.teacher} → {arch} at {size} px, {cfg.distill.describe()} …", gr.update(), None
-        for ev in run(cfg, data, out, stop=stop):
-            if ev["event"] == "cache":
-                yield f"Teacher cache: {ev['done']}/{ev['total']} images", gr.update(), None
-            elif ev["event"] in ("step", "epoch"):
-                history.append(ev)
-                if ev["event"] == "epoch" or time.perf_counter() - last_plot > 1.0:
-                    last_plot = time.perf_counter()
-                    step = history[-1] if ev["event"] == "step" else next(
-                        h for h in reversed(history) if h["event"] == "step")
-                    status = (f"epoch {step['epoch'] + 1}/{cfg.train.epochs} · step {step['step']}/{step['steps']} "
-                              f"· loss {step['loss']:.3f} · {step['images_per_s']:.0f} img/s "
-                              f"· ETA {step['eta_s'] / 60:.1f} min")
-                    yield status, curves_figure(history), None
-            elif ev["event"] == "stopped":
-                yield f"Cancelled at epoch {ev['epoch'] + 1}, step {ev['step']}.", gr.update(), None
-                return
-            elif ev["event"] == "done":
-                name = store.add(f"distilled/{out.name}", ev["best_dir"])
-                best = ev["best"]
-                yield (f"Done in {ev['wall_time_s'] / 60:.1f} min. "
-                       f"Best validation accuracy **{best['accuracy']:.3f}**, "
-                       f"macro-F1 **{best['macro_f1']:.3f}** (epoch {best['epoch'] + 1}). "
-                       f"The student is in the model list as **{name}**.",
-                       curves_figure(history), name)
+        stop = distil_runs.begin(request.session_hash)
+        if stop is None:
+            yield "Cancelled before it started.", gr.update(), None
+            return
+        try:
+            if not data:
+                raise gr.Error("Give the labelled data folder (one sub-folder per class).", print_exception=False)
+            loss = {k: float(w) for k, w in dict(ce=ce, kd=kd, feat=feat, sem=sem, rel=rel).items() if w}
+            cfg = make_config("short", overrides={
+                "teacher": store.ref(teacher_name), "student": arch, "size": int(size),
+                "train": {"epochs": int(epochs), "max_images": int(max_images)},
+                "distill": {"loss": loss, "temperature": float(temperature), "sem_map": sem_map,
+                            "feat_distance": feat_distance},
+            })
+            out = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}"
+            history: list[dict] = []
+            last_plot = 0.0
+            yield f"Starting: {cfg.teacher} → {arch} at {size} px, {cfg.distill.describe()} …", gr.update(), None
+            for ev in run(cfg, data, out, stop=stop):
+                if ev["event"] == "cache":
+                    yield f"Teacher cache: {ev['done']}/{ev['total']} images", gr.update(), None
+                elif ev["event"] in ("step", "epoch"):
+                    history.append(ev)
+                    if ev["event"] == "epoch" or time.perf_counter() - last_plot > 1.0:
+                        last_plot = time.perf_counter()
+                        step = history[-1] if ev["event"] == "step" else next(
+                            h for h in reversed(history) if h["event"] == "step")
+                        status = (f"epoch {step['epoch'] + 1}/{cfg.train.epochs} "
+                                  f"· step {step['step']}/{step['steps']} "
+                                  f"· loss {step['loss']:.3f} · {step['images_per_s']:.0f} img/s "
+                                  f"· ETA {step['eta_s'] / 60:.1f} min")
+                        yield status, curves_figure(history), None
+                elif ev["event"] == "stopped":
+                    yield f"Cancelled at epoch {ev['epoch'] + 1}, step {ev['step']}.", gr.update(), None
+                    return
+                elif ev["event"] == "done":
+                    name = store.add(f"distilled/{out.name}", ev["best_dir"])
+                    best = ev["best"]
+                    yield (f"Done in {ev['wall_time_s'] / 60:.1f} min. "
+                           f"Best validation accuracy **{best['accuracy']:.3f}**, "
+                           f"macro-F1 **{best['macro_f1']:.3f}** (epoch {best['epoch'] + 1}). "
+                           f"The student is in the model list as **{name}**.",
+                           curves_figure(history), name)
+        finally:
+            distil_runs.end(request.session_hash)
+
+    def on_submit(request: gr.Request):
+        distil_runs.queued(request.session_hash)
+        return gr.Button("Cancel", interactive=True)
 
     def on_cancel(request: gr.Request):
-        stop = stops.get(request.session_hash)
-        if stop is not None:
-            stop.set()
-        return "Cancelling…"
+        if distil_runs.cancel(request.session_hash):
+            return gr.Button("Cancelling…", interactive=False)
+        gr.Info("No distillation to cancel.")
+        return gr.Button()
 
     @_user_errors
     def on_zip(name):
@@ -385,9 +439,11 @@ def build_demo(
                     k_zip = gr.File(label="model folder (zip)", interactive=False)
                 run_inputs = [k_teacher, k_arch, k_size, k_epochs, k_images, *[weights[k] for k in
                               ("ce", "kd", "feat", "sem", "rel")], k_temp, k_map, k_feat, k_data]
-                run_evt = start.click(on_distil, run_inputs, [k_status, k_plot, k_result], api_name="distil",
-                                      concurrency_limit=1, concurrency_id="distil")
-                cancel.click(on_cancel, None, k_status, cancels=[run_evt], api_name="cancel_distil")
+                run_evt = start.click(on_submit, None, cancel, queue=False, api_name=False).then(
+                    on_distil, run_inputs, [k_status, k_plot, k_result], api_name="distil", concurrency_limit=1,
+                    concurrency_id="distil")
+                run_evt.then(lambda: gr.Button("Cancel", interactive=True), None, cancel, api_name=False)
+                cancel.click(on_cancel, None, cancel, api_name="cancel_distil", show_progress="hidden")
                 zip_btn.click(on_zip, k_result, k_zip, api_name="zip_model")
 
             with gr.Tab("Benchmark", id="benchmark"):

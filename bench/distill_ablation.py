@@ -109,7 +109,8 @@ def run_cell(a: argparse.Namespace, student: str, config: str, seed: int, val_pi
     cfg = cell_config(a, student, config, seed, a.epochs, a.max_images)
     out = cell_dir(a, student, config, seed)
     t0 = time.perf_counter()
-    final = run_to_end(run(cfg, a.data, out, resume=has_checkpoint(out), split=a.split))
+    final = (None if has_checkpoint(out) else logged_run(out, cfg.train.epochs)) or run_to_end(
+        run(cfg, a.data, out, resume=has_checkpoint(out), split=a.split))
     wall = time.perf_counter() - t0
     model, info = load_model(final["best_dir"])
     pred = predict_logits(model, val_pixels, info.spec).argmax(1).numpy()
@@ -121,6 +122,19 @@ def run_cell(a: argparse.Namespace, student: str, config: str, seed: int, val_pi
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
     (out / "cell.json").write_text(json.dumps(cell))
     return cell
+
+
+def logged_run(out: Path, epochs: int) -> dict | None:
+    """The ``done`` fields ``run_cell`` reads, from a run folder whose every epoch is in ``metrics.jsonl`` and whose
+    best model is exported (a cell cut after training, packed back without its checkpoint); None for any other."""
+    log = out / "metrics.jsonl"
+    if not (out / "best" / "model.safetensors").is_file() or not log.is_file():
+        return None
+    history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    if len(history) < epochs:
+        return None
+    best = max(history, key=lambda h: h["val_accuracy"])  # the first best epoch, as ``fit`` exports it
+    return {"best_dir": str(out / "best"), "best": {"epoch": best["epoch"]}, "history": history}
 
 
 def cell_dir(a: argparse.Namespace, student: str, config: str, seed: int) -> Path:

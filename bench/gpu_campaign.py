@@ -36,6 +36,8 @@ GPU is the bottleneck: fewer processes at once finish each sooner at about the s
 must end go first and few at a time. Two cut cells' checkpoints (14.5 MB each for mobilenetv2_035: the projector's
 optimizer state, and the best weights) did not fit beside the pack's second half, the wheels and the tracked tree
 (48 MiB) in one call's 64 MiB: cut cells are resumed here (``--resume`` takes them back to a GPU when they fit).
+A cell cut after its last epoch now comes back with its best weights alone (about 1.6 MB for mobilenetv2_035: 0.40 M fp32 parameters), from which
+``bench/distill_ablation.py --only`` writes its ``cell.json`` without training.
 Carry the pinned timm and zennit as wheels (``/work/.library/device/README.md``): the GPU image's timm 1.0.29
 writes no ``model_args`` into ``config.json``, so a saved width variant (``resnet10t_w20``) would not load.
 """
@@ -274,11 +276,21 @@ def cut_cells(runs: Path) -> list[Path]:
     return sorted(cells, key=epochs, reverse=True)
 
 
+def trained_out(cell: Path) -> bool:
+    """Whether a cut cell's checkpoint is its last epoch's: only ``cell.json`` was missing when it was cut."""
+    config = cell / "config.json"
+    if not config.is_file():
+        return False
+    epochs = json.loads(config.read_text())["train"]["epochs"]
+    return json.loads((cell / "checkpoint.json").read_text()).get("epoch", -1) + 1 >= epochs
+
+
 def pack_results(out: Path, runs: Path, part_mb: int = 15, budget_mb: int = 58, teacher: bool = True) -> list[str]:
     """Small files of every run, plus models/teacher when ``teacher`` (a new one was chosen), into
-    ``out/results.tar`` parts; then the checkpoints and best weights of cut ablation cells, furthest first, each that
-    keeps the tar within ``budget_mb`` (the device tool returns at most 64 MiB), which ``bench/distill_ablation.py
-    --only`` resumes wherever the cell's folder is put back (``--resume`` here)."""
+    ``out/results.tar`` parts; then the cut ablation cells, furthest first, each that keeps the tar within
+    ``budget_mb`` (the device tool returns at most 64 MiB): their checkpoints and best weights, which
+    ``bench/distill_ablation.py --only`` resumes wherever the cell's folder is put back (``--resume`` here), or,
+    for a cell cut after its last epoch, its best weights alone, from which ``--only`` writes ``cell.json``."""
     keep = ("metrics.jsonl", "config.json", "cell.json", "result.json", "README.md", "model.safetensors", ".log")
     tar_path = out / "results.tar"
     with tarfile.open(tar_path, "w") as tar:
@@ -292,7 +304,9 @@ def pack_results(out: Path, runs: Path, part_mb: int = 15, budget_mb: int = 58, 
                 continue  # weights: only the shipped-student candidates' best models
             tar.add(f, arcname=f"runs/{rel}")
         for cell in cut_cells(runs):
-            files = [cell / "checkpoint.safetensors", cell / "checkpoint.json", cell / "best" / "model.safetensors"]
+            files = [cell / "best" / "model.safetensors"]
+            if not trained_out(cell):
+                files += [cell / "checkpoint.safetensors", cell / "checkpoint.json"]
             files = [f for f in files if f.is_file()]
             if tar.offset + sum(f.stat().st_size + 1024 for f in files) > budget_mb << 20:
                 continue

@@ -195,14 +195,36 @@ def test_distil_one_at_a_time_and_cancel(app, tiny_data):
     second = b.submit(*_distil_args(tiny_data, epochs=100), api_name="/distil")
     _wait_for(second, (Status.IN_QUEUE,))  # waits its turn: one run at a time per app
     assert second.status().queue_size is not None
-    assert "Cancelling" in a.predict(api_name="/cancel_distil")
-    _wait_for(second, running)  # the queued run starts once the first is cancelled
+    a.predict(api_name="/cancel_distil")
+    _wait_for(second, running)  # the queued run starts once the first has stopped itself
     deadline = time.time() + 30  # the first job's client-side future may lag the server by a poll
     while not first.done():
         assert time.time() < deadline, "the cancelled run never ended"
         time.sleep(0.1)
+    assert first.outputs()[-1][0].startswith("Cancelled at epoch")  # the run's own last message
     b.predict(api_name="/cancel_distil")
-    _wait_for(second, (Status.FINISHED, Status.CANCELLED))
+    _wait_for(second, (Status.FINISHED,))
+    assert second.outputs()[-1][0].startswith("Cancelled at epoch")
+
+
+def test_cancel_drops_queued_runs_and_only_those():
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from app import DistilRuns
+
+    runs = DistilRuns()
+    assert not runs.cancel("s")  # nothing to cancel: the next run is not pre-cancelled
+    runs.queued("s")
+    stop = runs.begin("s")
+    assert stop is not None and not stop.is_set()
+    runs.queued("s")  # a second click waits behind the first
+    assert runs.cancel("s") and stop.is_set()
+    runs.end("s")
+    assert runs.begin("s") is None  # the queued one is dropped when it reaches the front
+    runs.queued("s")
+    assert runs.begin("s") is not None  # a later run is not
+    assert runs.begin("other") is not None
 
 
 def test_hub_pull_and_push(client, tmp_path, monkeypatch):

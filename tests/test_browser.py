@@ -68,6 +68,8 @@ def test_upload_tabs_distil_cancel(page, app, files, tmp_path_factory):  # noqa:
     expect(page.locator("#distil-status")).to_contain_text(re.compile("epoch|Teacher cache|Starting"))
     page.screenshot(path=str(shots / "distil-running.png"), full_page=True)
     page.locator("#distil-cancel").click()
-    expect(page.locator("#distil-status")).to_contain_text("Cancel")
+    expect(page.locator("#distil-status")).to_contain_text(re.compile("Cancelled (at epoch|before it started)"))
+    expect(page.locator("#distil-cancel")).to_have_text("Cancel")  # re-armed for the next run
+    expect(page.locator("#distil-cancel")).to_be_enabled()
     page.screenshot(path=str(shots / "distil-cancelled.png"), full_page=True)
     assert len(list(shots.glob("*.png"))) == 7

@@ -165,3 +165,46 @@ def test_plan_starts_the_mobile_students_first_seeds_with_its_lrp_cells():
     first = [n.split("/", 2)[2] for *_, n in mobile[:10]]
     assert all(n.endswith(("/0", "/1", "/2")) and "@" not in n for n in first)
     assert {n.split("/")[0] for n in first[:2]} == {"4-thesis", "5b-diswot+lrp"}
+
+
+def test_a_cell_cut_after_training_comes_back_without_its_checkpoint_and_trains_no_more(
+        tmp_path, tiny_data, tiny_model_dir):
+    import json
+
+    distill_ablation = pytest.importorskip("distill_ablation")
+    runs = tmp_path / "runs"
+    argv = ["--data", str(tiny_data), "--teacher", str(tiny_model_dir), "--students", "test_resnet", "--size", "32",
+            "--epochs", "2", "--batch-size", "8", "--split", str(tmp_path / "split.json"), "--runs", str(runs / "ablation"), "--out", str(tmp_path / "t"),
+            "--only", "test_resnet/2-kd/0"]
+    assert distill_ablation.main(argv) == 0
+    cell = runs / "ablation" / "test_resnet" / "2-kd" / "seed0"
+    first = json.loads((cell / "cell.json").read_text())
+    (cell / "cell.json").unlink()  # as if the deadline cut it after its last epoch
+    assert gpu_campaign.cut_cells(runs) == [cell] and gpu_campaign.trained_out(cell)
+    out = tmp_path / "out"
+    out.mkdir()
+    parts = gpu_campaign.pack_results(out, runs, teacher=False)
+    back = tmp_path / "back"
+    (tmp_path / "all.tar").write_bytes(b"".join((out / p).read_bytes() for p in parts))
+    with tarfile.open(tmp_path / "all.tar") as tar:
+        tar.extractall(back, filter="data")
+    came = back / "runs" / "ablation" / "test_resnet" / "2-kd" / "seed0"
+    assert (came / "best" / "model.safetensors").is_file() and not list(came.glob("checkpoint*"))
+    log = (came / "metrics.jsonl").read_text()
+    assert distill_ablation.main([*argv[:argv.index("--runs") + 1], str(back / "runs" / "ablation"),
+                                  *argv[argv.index("--runs") + 2:]]) == 0
+    again = json.loads((came / "cell.json").read_text())
+    assert (came / "metrics.jsonl").read_text() == log and not list(came.glob("checkpoint*"))  # no epoch ran
+    assert again["pred"] == first["pred"] and again["best_epoch"] == first["best_epoch"]
+
+
+def test_a_cut_cell_that_has_not_trained_out_brings_its_checkpoint(tmp_path):
+    import json
+
+    cell = tmp_path / "runs" / "ablation" / "m" / "4-thesis" / "seed0"
+    (cell / "best").mkdir(parents=True)
+    (cell / "config.json").write_text(json.dumps({"train": {"epochs": 20}}))
+    (cell / "checkpoint.json").write_text(json.dumps({"epoch": 18}))
+    assert not gpu_campaign.trained_out(cell)
+    (cell / "checkpoint.json").write_text(json.dumps({"epoch": 19}))
+    assert gpu_campaign.trained_out(cell)
