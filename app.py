@@ -76,6 +76,18 @@ class DistilRuns:
             return stop is not None or self._queued[session] > 0
 
 
+def _new_run_dir(runs: Path, arch: str) -> Path:
+    """A new, empty ``runs/<time>-<arch>`` folder (``-2``, ``-3``, ... when a run began in the same second)."""
+    stem, k = f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}", 1
+    while True:
+        out = runs / (stem if k == 1 else f"{stem}-{k}")
+        try:
+            out.mkdir(parents=True)
+            return out
+        except FileExistsError:
+            k += 1
+
+
 def _user_errors(fn):
     """Show :class:`KDCoreError` (and, as one line, anything unexpected) as a UI error instead of a traceback."""
 
@@ -257,7 +269,7 @@ def build_demo(
                 "distill": {"loss": loss, "temperature": float(temperature), "sem_map": sem_map,
                             "feat_distance": feat_distance},
             })
-            out = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}"
+            out = _new_run_dir(runs, arch)
             history: list[dict] = []
             last_plot = 0.0
             yield f"Starting: {cfg.teacher} → {arch} at {size} px, {cfg.distill.describe()} …", gr.update(), None

@@ -201,10 +201,10 @@ def test_distil_one_at_a_time_and_cancel(app, tiny_data):
     while not first.done():
         assert time.time() < deadline, "the cancelled run never ended"
         time.sleep(0.1)
-    assert first.outputs()[-1][0].startswith("Cancelled at epoch")  # the run's own last message
+    assert first.result(timeout=30)[0].startswith("Cancelled at epoch")  # the run's own last message
+    # (its final output: outputs() may lack a message yielded just before the end, which arrives as the result)
     b.predict(api_name="/cancel_distil")
-    _wait_for(second, (Status.FINISHED,))
-    assert second.outputs()[-1][0].startswith("Cancelled at epoch")
+    assert second.result(timeout=60)[0].startswith("Cancelled at epoch")
 
 
 def test_cancel_drops_queued_runs_and_only_those():
@@ -238,3 +238,15 @@ def test_hub_pull_and_push(client, tmp_path, monkeypatch):
             client.predict("owner/missing", "", api_name="/pull")
         with pytest.raises(AppError, match="OWNER/NAME"):
             client.predict("student", "not a repo", "", False, api_name="/push")
+
+
+def test_runs_that_start_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    import app as app_module
+
+    monkeypatch.setattr(app_module.time, "strftime", lambda fmt: "20261127-140527")
+    first, second = (app_module._new_run_dir(tmp_path, "arch") for _ in range(2))
+    assert (first.name, second.name) == ("20261127-140527-arch", "20261127-140527-arch-2")
+    assert second.is_dir() and not list(second.iterdir())
