@@ -109,8 +109,8 @@ def run_cell(a: argparse.Namespace, student: str, config: str, seed: int, val_pi
     cfg = cell_config(a, student, config, seed, a.epochs, a.max_images)
     out = cell_dir(a, student, config, seed)
     t0 = time.perf_counter()
-    final = (None if has_checkpoint(out) else logged_run(out, cfg.train.epochs)) or run_to_end(
-        run(cfg, a.data, out, resume=has_checkpoint(out), split=a.split))
+    final = logged_run(out, cfg.train.epochs) or run_to_end(run(cfg, a.data, out, resume=has_checkpoint(out),
+                                                                split=a.split))
     wall = time.perf_counter() - t0
     model, info = load_model(final["best_dir"])
     pred = predict_logits(model, val_pixels, info.spec).argmax(1).numpy()
@@ -126,7 +126,8 @@ def run_cell(a: argparse.Namespace, student: str, config: str, seed: int, val_pi
 
 def logged_run(out: Path, epochs: int) -> dict | None:
     """The ``done`` fields ``run_cell`` reads, from a run folder whose every epoch is in ``metrics.jsonl`` and whose
-    best model is exported (a cell cut after training, packed back without its checkpoint); None for any other."""
+    best model is exported (a finished run, e.g. a cell cut after training and packed back without its checkpoint);
+    None for a run that has epochs to go."""
     log = out / "metrics.jsonl"
     if not (out / "best" / "model.safetensors").is_file() or not log.is_file():
         return None

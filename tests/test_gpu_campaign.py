@@ -173,10 +173,13 @@ def test_a_cell_cut_after_training_comes_back_without_its_checkpoint_and_trains_
 
     distill_ablation = pytest.importorskip("distill_ablation")
     runs = tmp_path / "runs"
-    argv = ["--data", str(tiny_data), "--teacher", str(tiny_model_dir), "--students", "test_resnet", "--size", "32",
-            "--epochs", "2", "--batch-size", "8", "--split", str(tmp_path / "split.json"), "--runs", str(runs / "ablation"), "--out", str(tmp_path / "t"),
-            "--only", "test_resnet/2-kd/0"]
-    assert distill_ablation.main(argv) == 0
+
+    def argv(cells: Path) -> list[str]:
+        return ["--data", str(tiny_data), "--teacher", str(tiny_model_dir), "--students", "test_resnet", "--size",
+                "32", "--epochs", "2", "--batch-size", "8", "--split", str(tmp_path / "split.json"), "--runs",
+                str(cells), "--out", str(tmp_path / "t"), "--only", "test_resnet/2-kd/0"]
+
+    assert distill_ablation.main(argv(runs / "ablation")) == 0
     cell = runs / "ablation" / "test_resnet" / "2-kd" / "seed0"
     first = json.loads((cell / "cell.json").read_text())
     (cell / "cell.json").unlink()  # as if the deadline cut it after its last epoch
@@ -191,8 +194,7 @@ def test_a_cell_cut_after_training_comes_back_without_its_checkpoint_and_trains_
     came = back / "runs" / "ablation" / "test_resnet" / "2-kd" / "seed0"
     assert (came / "best" / "model.safetensors").is_file() and not list(came.glob("checkpoint*"))
     log = (came / "metrics.jsonl").read_text()
-    assert distill_ablation.main([*argv[:argv.index("--runs") + 1], str(back / "runs" / "ablation"),
-                                  *argv[argv.index("--runs") + 2:]]) == 0
+    assert distill_ablation.main(argv(back / "runs" / "ablation")) == 0
     again = json.loads((came / "cell.json").read_text())
     assert (came / "metrics.jsonl").read_text() == log and not list(came.glob("checkpoint*"))  # no epoch ran
     assert again["pred"] == first["pred"] and again["best_epoch"] == first["best_epoch"]
