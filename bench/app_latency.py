@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 def default_models(tmp: Path) -> tuple[str, str, dict]:
     from kdcore.distill import PRESETS
-    from kdcore.imageio import InputSpec
+    from kdcore.data.imageio import InputSpec
     from kdcore.models import BUNDLED, create_model, load_model, save_model, ModelInfo
 
     note = {}
@@ -58,7 +58,7 @@ def main() -> int:
     import torch
     from gradio_client import Client, handle_file
 
-    from app import build_demo
+    from kdcore_app import build_demo
     from kdcore.service import ModelStore, diagnose
 
     tmp = Path(tempfile.mkdtemp(prefix="kdcore-bench-"))

@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdcore.checkpoint import has_checkpoint
-from kdcore.data import load_train_data
+from kdcore.engine.checkpoint import has_checkpoint
+from kdcore.data.pack import load_train_data
 from kdcore.distill import DistillConfig, RunConfig, run
-from kdcore.metrics import macro_f1
+from kdcore.engine.metrics import macro_f1
 from kdcore.models import load_model
-from kdcore.train import TrainConfig, predict_logits, run_to_end
+from kdcore.engine.loop import TrainConfig, predict_logits, run_to_end
 
 ALL = {"ce": 1.0, "kd": 1.0, "feat": 1.0, "sem": 1.0}
 CONFIGS: dict[str, dict] = {

@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdcore.augment import AugmentConfig, augment_batch, to_input
-from kdcore.data import load_train_data
+from kdcore.data.augment import AugmentConfig, augment_batch, to_input
+from kdcore.data.pack import load_train_data
 from kdcore.distill import DistillConfig, Distiller
 from kdcore.distill.distiller import adapt_input
 from kdcore.distill.losses import kd_loss
 from kdcore.distill.teacher_cache import TeacherCache, cached_maps, teacher_maps
-from kdcore.imageio import InputSpec
+from kdcore.data.imageio import InputSpec
 from kdcore.models import create_model, load_model
 
 RESULTS = Path(__file__).resolve().parent / "results"

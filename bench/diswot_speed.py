@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from kdcore.candidates import CANDIDATES, build_candidate, candidate_table
-from kdcore.data import load_train_data
-from kdcore.diswot import VARIANTS, compare, model_terms, sample_inputs
+from kdcore.rank.candidates import CANDIDATES, build_candidate, candidate_table
+from kdcore.data.pack import load_train_data
+from kdcore.rank.diswot import VARIANTS, compare, model_terms, sample_inputs
 from kdcore.models import load_model
 
 RESULTS = Path(__file__).resolve().parent / "results"

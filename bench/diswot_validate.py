@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
-from kdcore.candidates import build_candidate, candidate_table
-from kdcore.checkpoint import has_checkpoint
-from kdcore.data import load_train_data
-from kdcore.diswot import DISTANCES, VARIANTS, Terms, matrix_distance, model_terms, sample_inputs
+from kdcore.rank.candidates import build_candidate, candidate_table
+from kdcore.engine.checkpoint import has_checkpoint
+from kdcore.data.pack import load_train_data
+from kdcore.rank.diswot import DISTANCES, VARIANTS, Terms, matrix_distance, model_terms, sample_inputs
 from kdcore.distill import make_config, run
 from kdcore.models import load_model
-from kdcore.train import run_to_end
+from kdcore.engine.loop import run_to_end
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: 13 candidates over 0.37M-4.9M parameters and 8 families, small and large alternating (so that a partial run

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdcore.augment import to_input
-from kdcore.data import load_train_data
+from kdcore.data.augment import to_input
+from kdcore.data.pack import load_train_data
 from kdcore.explain import explain
 from kdcore.models import BUNDLED, load_model
 

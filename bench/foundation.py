@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdcore.augment import augment_batch
-from kdcore.data import load_train_data
-from kdcore.evaluate import evaluate
-from kdcore.imageio import InputSpec
+from kdcore.data.augment import augment_batch
+from kdcore.data.pack import load_train_data
+from kdcore.engine.evaluate import evaluate
+from kdcore.data.imageio import InputSpec
 from kdcore.models import create_model, load_model
-from kdcore.train import Supervised, TrainConfig, fit
+from kdcore.engine.loop import Supervised, TrainConfig, fit
 
 OUT = Path(__file__).parent / "results"
 

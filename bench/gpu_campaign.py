@@ -2,7 +2,7 @@
 and the DisWOT validation against the best teacher.
 
 Made for the few minutes of one H100 (16 cores) that a session may be lent; ``--tiny`` runs the same plan with toy
-budgets on the CPU to check it first. The data travels as a :func:`kdcore.data.save_pack` file (``.xz``-compressed).
+budgets on the CPU to check it first. The data travels as a :func:`kdcore.data.pack.save_pack` file (``.xz``-compressed).
 
 1. Teachers (resnet18, several schedules) and the ablation's student-alone cells, all at once.
 2. When the teachers are done (or at ``--teacher-deadline``): the best by validation accuracy is saved in fp16 as
@@ -213,9 +213,9 @@ def select_teacher(runs: Path, names: list[str], pack: Path) -> dict:
     """Ship the best teacher run's model in fp16 as ``models/teacher`` (its predictions checked against fp32)."""
     import torch
 
-    from kdcore.data import load_train_data
+    from kdcore.data.pack import load_train_data
     from kdcore.models import BUNDLED, load_model, save_model
-    from kdcore.train import predict_logits
+    from kdcore.engine.loop import predict_logits
 
     scores = {}
     for n in names:
@@ -240,7 +240,7 @@ def build_teacher_caches(pack: Path, cache_dir: Path) -> dict:
     """The shipped teacher's logit, LRP and Grad-CAM caches, built once before the students start."""
     import torch
 
-    from kdcore.data import load_train_data
+    from kdcore.data.pack import load_train_data
     from kdcore.distill.teacher_cache import build_cache
     from kdcore.models import load_model
 

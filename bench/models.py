@@ -15,11 +15,11 @@ import os
 import statistics
 from pathlib import Path
 
-from kdcore.data import load_train_data
-from kdcore.evaluate import evaluate
+from kdcore.data.pack import load_train_data
+from kdcore.engine.evaluate import evaluate
 from kdcore.models import WEIGHTS, ModelInfo, load_model, resolve_model_path, save_model
-from kdcore.profile import latency_ms
-from kdcore.runtime import onnx_runner
+from kdcore.models.profile import latency_ms
+from kdcore.models.runtime import onnx_runner
 
 OUT = Path(__file__).parent / "results"
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdcore.checkpoint import has_checkpoint
-from kdcore.data import load_train_data
+from kdcore.engine.checkpoint import has_checkpoint
+from kdcore.data.pack import load_train_data
 from kdcore.distill import make_config, run
-from kdcore.metrics import macro_f1
+from kdcore.engine.metrics import macro_f1
 from kdcore.models import load_model
-from kdcore.train import predict_logits, run_to_end
+from kdcore.engine.loop import predict_logits, run_to_end
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill_ablation import paired_bootstrap  # noqa: E402

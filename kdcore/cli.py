@@ -32,8 +32,8 @@ def _args_dedup(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_dedup(a: argparse.Namespace) -> int:
-    from kdcore.dataset import load_records
-    from kdcore.dedup import DEFAULT_THRESHOLD, find_duplicates
+    from kdcore.data.dataset import load_records
+    from kdcore.data.dedup import DEFAULT_THRESHOLD, find_duplicates
 
     report = find_duplicates(load_records(a.data), a.threshold if a.threshold is not None else DEFAULT_THRESHOLD)
     for k, v in report.summary().items():
@@ -45,14 +45,14 @@ def cmd_dedup(a: argparse.Namespace) -> int:
 # --- split ------------------------------------------------------------------------------------------------------
 def _args_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("data")
-    p.add_argument("--out", default=None, help="split file (default: splits/<dataset>-<hash>.json)")
+    p.add_argument("--out", default=None, help="split file (default: the bundled split of the reference dataset, else the user cache)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
 
 
 def cmd_split(a: argparse.Namespace) -> int:
-    from kdcore.data import ensure_split
-    from kdcore.dataset import load_records
+    from kdcore.data.pack import ensure_split
+    from kdcore.data.dataset import load_records
 
     split, path = ensure_split(load_records(a.data), a.out, a.val_fraction, a.seed)
     print(f"split {path}: {len(split.train)} train, {len(split.val)} val")
@@ -64,12 +64,12 @@ def cmd_split(a: argparse.Namespace) -> int:
 def _args_pack(p: argparse.ArgumentParser) -> None:
     p.add_argument("data")
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
+    p.add_argument("--split", default=None, help="split file (default: the bundled split of the reference dataset, else the user cache)")
     p.add_argument("--out", required=True, help="the pack, a .safetensors file (usable as --data anywhere)")
 
 
 def cmd_pack(a: argparse.Namespace) -> int:
-    from kdcore.data import load_train_data, save_pack
+    from kdcore.data.pack import load_train_data, save_pack
 
     data = load_train_data(a.data, a.size, a.split)
     path = save_pack(data, a.out)
@@ -84,7 +84,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, best/)")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
+    p.add_argument("--split", default=None, help="split file (default: the bundled split of the reference dataset, else the user cache)")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -122,10 +122,10 @@ def drive(events, quiet: bool = False) -> dict:
 
 
 def cmd_train_teacher(a: argparse.Namespace) -> int:
-    from kdcore.data import load_train_data
-    from kdcore.imageio import InputSpec
+    from kdcore.data.pack import load_train_data
+    from kdcore.data.imageio import InputSpec
     from kdcore.models import create_model
-    from kdcore.train import Supervised, TrainConfig, fit, with_overrides
+    from kdcore.engine.loop import Supervised, TrainConfig, fit, with_overrides
 
     cfg = with_overrides(TrainConfig(), epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                          max_images=a.max_images, mixup=a.mixup, ema=a.ema)
@@ -156,7 +156,7 @@ def _args_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from kdcore.evaluate import evaluate, format_report
+    from kdcore.engine.evaluate import evaluate, format_report
 
     result = evaluate(a.model, a.data, split=a.split, side=a.side)
     print(format_report(result))
@@ -171,7 +171,7 @@ def _args_pull(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_pull(a: argparse.Namespace) -> int:
-    from kdcore.hub import pull_model
+    from kdcore.models.hub import pull_model
 
     print(pull_model(a.repo_id, a.revision))
     return 0
@@ -185,7 +185,7 @@ def _args_push(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_push(a: argparse.Namespace) -> int:
-    from kdcore.hub import push_model
+    from kdcore.models.hub import push_model
 
     print(push_model(a.folder, a.repo_id, a.token, a.private))
     return 0
@@ -202,7 +202,8 @@ def _args_space(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_space(a: argparse.Namespace) -> int:
-    from kdcore.hub import assemble_space, push_space
+    from kdcore.models.hub import push_space
+    from kdcore_app.space import assemble_space
 
     folder = assemble_space(a.out, a.teacher, a.student, a.models)
     print(f"assembled {folder}")
@@ -233,7 +234,7 @@ def _args_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=float, default=None, help=EMA_HELP)
     p.add_argument("--init", default=None, help="start the student from this model folder's weights")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
+    p.add_argument("--split", default=None, help="split file (default: the bundled split of the reference dataset, else the user cache)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
 
@@ -278,13 +279,13 @@ def _args_rank(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batches", type=int, default=1, help="average the score over this many stratified batches")
     p.add_argument("--inits", type=int, default=1, help="average over this many random initialisations")
     p.add_argument("--seed", type=int, default=0, help="seed of the batches (and of the random teacher)")
-    p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
+    p.add_argument("--split", default=None, help="split file (default: the bundled split of the reference dataset, else the user cache)")
     p.add_argument("--json", default=None, help="write the ranking here")
 
 
 def cmd_rank(a: argparse.Namespace) -> int:
-    from kdcore.candidates import build_candidate
-    from kdcore.diswot import rank_for_teacher
+    from kdcore.rank.candidates import build_candidate
+    from kdcore.rank.diswot import rank_for_teacher
     from kdcore.models import load_model
 
     teacher, info = load_model(a.teacher)

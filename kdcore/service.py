@@ -20,12 +20,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from kdcore.augment import to_input
+from kdcore.data.augment import to_input
 from kdcore.errors import KDCoreError
+from kdcore.paths import BUNDLED_MODELS
 from kdcore.explain import explain
 from kdcore.explain.render import map_scale, render_overlay
-from kdcore.imageio import ImageDecodeError, ImageSource, open_image, square_resize, to_grey_array
-from kdcore.models import BUNDLED, WEIGHTS, ModelInfo, count_params, load_model, resolve_model_path
+from kdcore.data.imageio import ImageDecodeError, ImageSource, open_image, square_resize, to_grey_array
+from kdcore.models import WEIGHTS, ModelInfo, count_params, load_model, resolve_model_path
 
 #: Explanation methods shown under each model, with one line on what each shows.
 METHODS = {
@@ -91,7 +92,7 @@ class ModelStore:
         folder = self.folder(name)
         weights = folder / WEIGHTS
         if not weights.is_file():
-            hint = " (the bundled defaults are not there yet)" if folder in BUNDLED.values() else ""
+            hint = " (the bundled defaults are not there yet)" if name in BUNDLED_MODELS else ""
             raise KDCoreError(f"{name}: no model at {folder}{hint}")
         key = (str(folder), weights.stat().st_mtime_ns)
         with self._lock:
@@ -106,14 +107,14 @@ class ModelStore:
         return loaded
 
     def runner(self, name: str):
-        """The fast predictor of ``name`` (:class:`kdcore.runtime.OnnxRunner`), or its PyTorch model when ONNX
+        """The fast predictor of ``name`` (:class:`kdcore.models.runtime.OnnxRunner`), or its PyTorch model when ONNX
         Runtime is not installed or cannot run this architecture."""
         model, info = self.get(name)
         with self._lock:
             if id(model) in self._runners:
                 return self._runners[id(model)]
         try:
-            from kdcore.runtime import onnx_runner
+            from kdcore.models.runtime import onnx_runner
 
             run = onnx_runner(model, info.spec)
         except Exception as e:  # noqa: BLE001 - any export/runtime failure: predict with PyTorch instead
@@ -126,7 +127,7 @@ class ModelStore:
 
 def zip_model(folder: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """``OUT_DIR/<name>.zip`` of a model folder's ``config.json``, ``model.safetensors`` and ``README.md``."""
-    from kdcore.hub import MODEL_FILES
+    from kdcore.models.hub import MODEL_FILES
 
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
@@ -254,9 +255,9 @@ def _display_image(grey: np.ndarray, size: int) -> Image.Image:
 
 # --- rank ---------------------------------------------------------------------------------------------------------
 def rank_students(store: ModelStore, teacher: str, data: str, **options) -> list[dict]:
-    """DisWOT ranking for the store's ``teacher`` model: :func:`kdcore.diswot.rank_for_teacher` with its
+    """DisWOT ranking for the store's ``teacher`` model: :func:`kdcore.rank.diswot.rank_for_teacher` with its
     ``options`` (names, max_params, max_latency_ms, variant, batch_size, ...), holding the model's lock."""
-    from kdcore.diswot import rank_for_teacher
+    from kdcore.rank.diswot import rank_for_teacher
 
     model, info = store.get(teacher)
     with store.lock(model):

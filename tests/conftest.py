@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kdcore.paths import samples_dir
+
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO / "samples"
+SAMPLES = samples_dir()
 
 
 def synthetic_slice(label: int, rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -53,7 +55,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """An untrained ``test_resnet`` model folder for 32x32 greyscale input and the 4 classes."""
     import torch
 
-    from kdcore.imageio import InputSpec
+    from kdcore.data.imageio import InputSpec
     from kdcore.models import ModelInfo, create_model, save_model
 
     torch.manual_seed(0)

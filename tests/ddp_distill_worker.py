@@ -9,11 +9,11 @@ import sys
 
 import torch
 
-from kdcore.data import TensorSet, TrainData
+from kdcore.data.pack import TensorSet, TrainData
 from kdcore.distill import DistillConfig, Distiller
-from kdcore.imageio import InputSpec
+from kdcore.data.imageio import InputSpec
 from kdcore.models import create_model
-from kdcore.train import TrainConfig, fit
+from kdcore.engine.loop import TrainConfig, fit
 
 torch.set_num_threads(1)
 out = sys.argv[1]

@@ -55,8 +55,8 @@ def app(tiny_model_dir, tiny_data, tmp_path_factory):
     import sys
 
     sys.path.insert(0, str(REPO))
-    from app import build_demo
-    from kdcore.imageio import InputSpec
+    from kdcore_app import build_demo
+    from kdcore.data.imageio import InputSpec
     from kdcore.models import ModelInfo, create_model, save_model
 
     tmp = tmp_path_factory.mktemp("app")
@@ -68,7 +68,7 @@ def app(tiny_model_dir, tiny_data, tmp_path_factory):
     samples.mkdir()
     Image.fromarray(synthetic_slice(3, np.random.default_rng(2), 64)).save(samples / "pituitary.jpg")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("kdcore.data.SPLITS_DIR", tmp / "splits")
+        mp.setenv("KDCORE_CACHE", str(tmp / "cache"))
         demo = build_demo(str(tiny_model_dir), str(student), samples, str(tiny_data), tmp / "runs")
         demo.queue(default_concurrency_limit=2)
         _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
@@ -211,7 +211,7 @@ def test_cancel_drops_queued_runs_and_only_those():
     import sys
 
     sys.path.insert(0, str(REPO))
-    from app import DistilRuns
+    from kdcore_app.demo import DistilRuns
 
     runs = DistilRuns()
     assert not runs.cancel("s")  # nothing to cancel: the next run is not pre-cancelled
@@ -244,7 +244,7 @@ def test_runs_that_start_in_the_same_second_get_their_own_folders(tmp_path, monk
     import sys
 
     sys.path.insert(0, str(REPO))
-    import app as app_module
+    import kdcore_app.demo as app_module
 
     monkeypatch.setattr(app_module.time, "strftime", lambda fmt: "20261127-140527")
     first, second = (app_module._new_run_dir(tmp_path, "arch") for _ in range(2))

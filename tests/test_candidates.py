@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdcore.candidates import CANDIDATES, build_candidate, candidate_table
+from kdcore.rank.candidates import CANDIDATES, build_candidate, candidate_table
 from kdcore.errors import KDCoreError
-from kdcore.imageio import InputSpec
+from kdcore.data.imageio import InputSpec
 from kdcore.models import count_params
 
 SPEC = InputSpec(size=32)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import CLASSES, make_dataset
-from kdcore.dataset import decode_cached, load_records
+from kdcore.data.dataset import decode_cached, load_records
 from kdcore.errors import KDCoreError
 
 
@@ -18,7 +18,7 @@ def test_load_records_class_names_sorted_and_labels(tiny_data):
 def test_cache_is_reused_and_keyed_by_size(tiny_data, monkeypatch):
     rec = load_records(tiny_data)
     a = decode_cached(rec, 32)
-    import kdcore.dataset as ds
+    import kdcore.data.dataset as ds
 
     monkeypatch.setattr(ds, "_decode_one", lambda job: pytest.fail("decoded again instead of using the cache"))
     b = decode_cached(rec, 32)

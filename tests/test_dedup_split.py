@@ -6,10 +6,10 @@ import numpy as np
 from PIL import Image
 
 from conftest import make_dataset
-from kdcore.data import ensure_split
-from kdcore.dataset import load_records
-from kdcore.dedup import find_duplicates
-from kdcore.split import Split, stratified_group_split
+from kdcore.data.pack import ensure_split
+from kdcore.data.dataset import load_records
+from kdcore.data.dedup import find_duplicates
+from kdcore.data.split import Split, stratified_group_split
 
 
 def _planted(tmp_path):

@@ -7,15 +7,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdcore.augment import AugmentConfig, random_affine
+from kdcore.data.augment import AugmentConfig, random_affine
 from kdcore.cli import main
-from kdcore.data import load_train_data
+from kdcore.data.pack import load_train_data
 from kdcore.distill import DistillConfig, Distiller, RunConfig, make_config, parse_loss, run
 from kdcore.distill.teacher_cache import build_cache, cached_maps, teacher_maps
 from kdcore.errors import KDCoreError
-from kdcore.imageio import InputSpec
+from kdcore.data.imageio import InputSpec
 from kdcore.models import create_model, load_model
-from kdcore.train import TrainConfig, run_to_end
+from kdcore.engine.loop import TrainConfig, run_to_end
 
 SPEC = InputSpec(size=32)
 ALL_TERMS = {"ce": 1.0, "kd": 1.0, "feat": 1.0, "sem": 1.0, "rel": 1.0}

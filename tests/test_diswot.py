@@ -8,14 +8,14 @@ import pytest
 import torch
 from captum.attr import LayerGradCam
 
-from kdcore.candidates import build_candidate
+from kdcore.rank.candidates import build_candidate
 from kdcore.cli import main
-from kdcore.diswot import (
+from kdcore.rank.diswot import (
     VARIANTS, class_maps, class_similarity, compare, gradcam_maps, matrix_distance, model_terms, rank,
     relation_matrix, stratified_batches,
 )
 from kdcore.errors import KDCoreError
-from kdcore.imageio import InputSpec
+from kdcore.data.imageio import InputSpec
 
 SPEC = InputSpec(size=64)
 

@@ -35,7 +35,7 @@ def test_module_entry_point_runs_as_a_program(tiny_data, tmp_path):
 
 
 def test_evaluate_json_contract(tiny_model_dir, tmp_path):
-    from kdcore.evaluate import evaluate
+    from kdcore.engine.evaluate import evaluate
 
     data = make_dataset(tmp_path / "d", per_class=5)
     (data / "notumor" / "broken.jpg").write_text("oops")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 import tarfile
 
 import pytest
 
 from kdcore.cli import build_parser
-from kdcore.models import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 gpu_campaign = pytest.importorskip("gpu_campaign")

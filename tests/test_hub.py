@@ -12,7 +12,8 @@ import torch
 
 from hub_server import HubServer, use_hub
 from kdcore.errors import KDCoreError
-from kdcore.hub import assemble_space, pull_model, push_model, push_space
+from kdcore.models.hub import pull_model, push_model, push_space
+from kdcore_app.space import assemble_space
 from kdcore.models import load_model, save_model
 
 SHA = "a" * 40
@@ -81,8 +82,10 @@ def test_push_roundtrip_loopback_hub(tiny_model_dir, tmp_path, monkeypatch):
 def test_space_assemble_and_push(tiny_model_dir, tmp_path, monkeypatch):
     out = assemble_space(tmp_path / "space", teacher=str(tiny_model_dir), student=str(tiny_model_dir),
                          models=["owner/t", "owner/s"])
-    assert (out / "app.py").is_file() and (out / "kdcore" / "models.py").is_file()
-    assert (out / "models" / "teacher" / "model.safetensors").is_file()
+    assert (out / "app.py").is_file() and (out / "kdcore" / "models" / "folder.py").is_file()
+    assert (out / "kdcore_app" / "demo.py").is_file()
+    bundled_teacher = out / "kdcore" / "bundled" / "models" / "teacher"
+    assert (bundled_teacher / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
     assert not list(out.rglob("*.bin")) and not list(out.rglob("__pycache__"))
     from huggingface_hub import SpaceCard
 
@@ -94,7 +97,7 @@ def test_space_assemble_and_push(tiny_model_dir, tmp_path, monkeypatch):
         url = push_space(out, "owner/demo", token="hf_test")
         assert "spaces/owner/demo" in url
         repo = hub.repos[("space", "owner/demo")]
-        assert repo.sdk == "gradio" and "app.py" in repo.files and "models/student/config.json" in repo.files
+        assert repo.sdk == "gradio" and "app.py" in repo.files and "kdcore/bundled/models/student/config.json" in repo.files
 
 
 def _pins(path: Path) -> dict[str, str]:
@@ -110,13 +113,13 @@ def _pins(path: Path) -> dict[str, str]:
 def test_space_card_matches_pins():
     from huggingface_hub import SpaceCard
 
-    card = SpaceCard.load(REPO / "spaces" / "README.md").data
+    card = SpaceCard.load(REPO / "kdcore_app" / "space_template" / "README.md").data
     root = _pins(REPO / "requirements.txt")
     assert card.sdk == "gradio" and card.app_file == "app.py"
     assert card.sdk_version == root["gradio"]
     assert card.python_version == "3.11"
     assert card.license and card.tags and card.models is not None
-    space = _pins(REPO / "spaces" / "requirements.txt")
+    space = _pins(REPO / "kdcore_app" / "space_template" / "requirements.txt")
     assert "gradio" not in space  # the Space gets gradio from sdk_version
     for name, version in space.items():
         if name in root:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kdcore.imageio import ImageDecodeError, decode_to_uint8, open_image
+from kdcore.data.imageio import ImageDecodeError, decode_to_uint8, open_image
 
 
 def _save(img: Image.Image, path, fmt=None):

@@ -2,6 +2,8 @@
 
 import json
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -9,7 +11,7 @@ from huggingface_hub import ModelCard
 
 from conftest import CLASSES
 from kdcore.errors import KDCoreError
-from kdcore.imageio import InputSpec
+from kdcore.data.imageio import InputSpec
 from kdcore.models import ModelInfo, create_model, load_model, save_model
 
 
@@ -98,9 +100,7 @@ def test_bench_writes_measured_figures_into_the_card_and_keeps_fp16(tmp_path, sa
 
     from safetensors.torch import load_file
 
-    from kdcore.models import REPO_ROOT
-
-    spec_ = importlib.util.spec_from_file_location("bench_models", REPO_ROOT / "bench" / "models.py")
+    spec_ = importlib.util.spec_from_file_location("bench_models", Path(__file__).resolve().parent.parent / "bench" / "models.py")
     bench_models = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(bench_models)
     model, _, spec = saved

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from kdcore.imageio import InputSpec
+from kdcore.paths import samples_dir
+from kdcore.data.imageio import InputSpec
 from kdcore.models import create_model, load_model
-from kdcore.runtime import OnnxRunner, onnx_runner, weights_digest
+from kdcore.models.runtime import OnnxRunner, onnx_runner, weights_digest
 
 pytest.importorskip("onnxruntime")
 
@@ -55,7 +56,7 @@ def test_export_is_cached_per_weights(tmp_path):
 
 
 def test_store_falls_back_to_pytorch(monkeypatch):
-    from kdcore import runtime
+    from kdcore.models import runtime
     from kdcore.service import ModelStore, diagnose
 
     def broken(*a, **k):
@@ -65,7 +66,7 @@ def test_store_falls_back_to_pytorch(monkeypatch):
     store = ModelStore.with_defaults()
     model, _ = store.get("student")
     assert store.runner("student") is model
-    sample = sorted((__import__("kdcore").models.REPO_ROOT / "samples").glob("*.jpg"))[0]
+    sample = sorted(samples_dir().glob("*.jpg"))[0]
     d = diagnose(sample, store, methods=())
     assert d.student.runtime == "pytorch" and d.teacher.runtime == "pytorch"
     assert np.isclose(d.student.probs.sum(), 1.0)
@@ -73,10 +74,10 @@ def test_store_falls_back_to_pytorch(monkeypatch):
 
 def test_diagnose_uses_onnxruntime_with_same_answer():
     from kdcore.service import ModelStore, diagnose, predict
-    from kdcore.models import REPO_ROOT
+    from kdcore.paths import samples_dir
 
     store = ModelStore.with_defaults()
-    sample = sorted((REPO_ROOT / "samples").glob("*.jpg"))[0]
+    sample = sorted(samples_dir().glob("*.jpg"))[0]
     d = diagnose(sample, store, methods=())
     assert d.teacher.runtime == d.student.runtime == "onnxruntime"
     model, info = store.get("student")

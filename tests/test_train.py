@@ -6,12 +6,12 @@ import threading
 import pytest
 import torch
 
-from kdcore.augment import AugmentConfig
-from kdcore.data import load_train_data
+from kdcore.data.augment import AugmentConfig
+from kdcore.data.pack import load_train_data
 from kdcore.errors import KDCoreError
-from kdcore.imageio import InputSpec
+from kdcore.data.imageio import InputSpec
 from kdcore.models import create_model, load_model
-from kdcore.train import Supervised, TrainConfig, fit, run_to_end
+from kdcore.engine.loop import Supervised, TrainConfig, fit, run_to_end
 
 CFG = TrainConfig(epochs=3, batch_size=8, lr=3e-3, warmup_epochs=0.5, seed=1)
 
@@ -75,7 +75,7 @@ def test_resume_refuses_a_changed_config(data, tmp_path):
 
 
 def test_augmentation_identity_when_disabled(data):
-    from kdcore.augment import augment_batch, to_input
+    from kdcore.data.augment import augment_batch, to_input
 
     spec = InputSpec(size=32)
     x, theta = augment_batch(data.train.pixels[:4], spec, AugmentConfig(enabled=False), torch.Generator())
@@ -85,7 +85,7 @@ def test_augmentation_identity_when_disabled(data):
 
 
 def test_mixup_blends_pairs_into_soft_targets(data):
-    from kdcore.augment import mix_batch, to_input
+    from kdcore.data.augment import mix_batch, to_input
 
     x, y = to_input(data.train.pixels[:8], InputSpec(size=32)), torch.arange(8) % 4
     mixed, target = mix_batch(x, y, 4, 1.0, torch.Generator().manual_seed(3))
@@ -107,7 +107,7 @@ def test_mixup_supervised_run_trains(data, tmp_path):
 def test_data_pack_round_trip_trains_the_same(data, tiny_data, tmp_path):
     """A pack is the same pixels, labels, classes and split; training on it gives the same first epoch."""
     from kdcore.cli import main
-    from kdcore.data import load_pack
+    from kdcore.data.pack import load_pack
 
     pack = tmp_path / "tiny.safetensors"
     assert main(["pack", str(tiny_data), "--size", "32", "--split", data.split_path, "--out", str(pack)]) == 0

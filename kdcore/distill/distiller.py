@@ -1,4 +1,4 @@
-"""The distiller: an :class:`~kdcore.train.Objective` that owns a frozen teacher, the student and a projector.
+"""The distiller: an :class:`~kdcore.engine.loop.Objective` that owns a frozen teacher, the student and a projector.
 
 ``forward`` returns the student's logits and the weighted terms of :data:`~kdcore.distill.losses.LOSSES`
 chosen by a :class:`DistillConfig`. The teacher stays in eval mode without gradients; only the student (and
@@ -20,8 +20,8 @@ from kdcore.distill.losses import (
 )
 from kdcore.distill.teacher_cache import TeacherCache, cached_maps, teacher_maps
 from kdcore.errors import KDCoreError
-from kdcore.imageio import InputSpec
-from kdcore.train import Objective
+from kdcore.data.imageio import InputSpec
+from kdcore.engine.loop import Objective
 
 SEM_MAPS = ("lrp", "gradcam")
 

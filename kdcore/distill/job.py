@@ -17,8 +17,8 @@ import torch
 from kdcore.distill.distiller import DistillConfig, Distiller
 from kdcore.distill.teacher_cache import build_cache
 from kdcore.errors import KDCoreError
-from kdcore.imageio import InputSpec
-from kdcore.train import Supervised, TrainConfig, dist_env, fit
+from kdcore.data.imageio import InputSpec
+from kdcore.engine.loop import Supervised, TrainConfig, dist_env, fit
 
 #: Named starting points. ``short``: a small student at 64 px on a subset, <= 5 min on 2 CPU cores; no augmentation
 #: (10 short epochs do not over-fit, and the cached clean-view teacher logits then match the input exactly).
@@ -130,8 +130,8 @@ def run(
     on disk already), then ``fit``'s ``step`` / ``epoch`` / ``done`` (or ``stopped``). Setting ``stop`` ends the
     run at the next step; ``resume=True`` continues it from its last whole epoch.
     """
-    from kdcore.checkpoint import has_checkpoint
-    from kdcore.data import load_train_data
+    from kdcore.engine.checkpoint import has_checkpoint
+    from kdcore.data.pack import load_train_data
     from kdcore.models import create_model, load_model
 
     out = Path(out)

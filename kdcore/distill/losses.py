@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from kdcore.diswot import relation_matrix
+from kdcore.rank.diswot import relation_matrix
 
 FEAT_DISTANCES = ("cosine", "l2")
 
@@ -68,7 +68,7 @@ def sem_loss(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tens
 def rel_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
     """DisWOT's relation distance ``M_r = ||G_t - G_s||²_F / B²`` of pre-pooling features ``(B, C, H, W)``.
 
-    ``G`` is :func:`kdcore.diswot.relation_matrix` (``F Fᵀ`` with L2-normalised rows, in float64).
+    ``G`` is :func:`kdcore.rank.diswot.relation_matrix` (``F Fᵀ`` with L2-normalised rows, in float64).
     """
     g_s, g_t = relation_matrix(student_feat), relation_matrix(teacher_feat.detach())
     return ((g_t - g_s).pow(2).sum() / len(g_s) ** 2).to(student_feat.dtype)

@@ -21,11 +21,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from kdcore.augment import to_input, warp
-from kdcore.dataset import cache_dir
+from kdcore.data.augment import to_input, warp
+from kdcore.paths import cache_dir
 from kdcore.distill.losses import match_size
 from kdcore.errors import KDCoreError
-from kdcore.imageio import InputSpec
+from kdcore.data.imageio import InputSpec
 from kdcore.models import hash_weights
 
 CACHE_VERSION = "1"

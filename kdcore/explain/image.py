@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdcore.augment import to_input
+from kdcore.data.augment import to_input
 from kdcore.errors import KDCoreError
 from kdcore.explain import explain
 from kdcore.explain._common import evaluating
 from kdcore.explain.render import render_overlay
-from kdcore.imageio import ImageDecodeError, ImageSource, InputSpec, open_image, square_resize, to_grey_array
+from kdcore.data.imageio import ImageDecodeError, ImageSource, InputSpec, open_image, square_resize, to_grey_array
 
 
 @dataclass

@@ -17,7 +17,7 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
 from kdcore.errors import KDCoreError
-from kdcore.imageio import ImageSource, open_image, to_grey_array
+from kdcore.data.imageio import ImageSource, open_image, to_grey_array
 
 #: method -> (matplotlib colour map, signed scale, percentile of the magnitude that ends the scale)
 COLOUR_MAPS = {"lrp": ("bwr", True, 99.5), "gradcam": ("inferno", False, 100.0)}
@@ -25,7 +25,7 @@ MAX_ALPHA = 0.7
 
 
 def upload_frame(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Undo :func:`kdcore.imageio.square_resize`: a ``(S, S)`` map -> ``(height, width)`` over the original image."""
+    """Undo :func:`kdcore.data.imageio.square_resize`: a ``(S, S)`` map -> ``(height, width)`` over the original image."""
     side = max(height, width)
     square = F.interpolate(torch.as_tensor(heatmap, dtype=torch.float32)[None, None], size=(side, side),
                            mode="bilinear", align_corners=False)[0, 0].numpy()

@@ -20,22 +20,12 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from kdcore.data.imageio import InputSpec
 from kdcore.errors import KDCoreError
-from kdcore.imageio import InputSpec
+from kdcore.models.factory import count_params
+from kdcore.paths import BUNDLED_MODELS, bundled_model
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-#: Bundled defaults, usable by name wherever a model is asked for.
-BUNDLED = {"teacher": REPO_ROOT / "models" / "teacher", "student": REPO_ROOT / "models" / "student"}
 WEIGHTS = "model.safetensors"
-
-#: Width/depth variants of timm architectures, usable wherever an architecture name is asked for. A saved variant
-#: records timm's architecture and these arguments in ``config.json`` (``model_args``), so timm rebuilds it.
-VARIANTS: dict[str, tuple[str, dict]] = {
-    "resnet10t_w16": ("resnet10t", {"channels": (16, 32, 64, 128), "stem_width": 16}),  # 0.32M
-    "resnet10t_w20": ("resnet10t", {"channels": (20, 40, 80, 160), "stem_width": 16}),  # 0.49M
-    "resnet10t_w24": ("resnet10t", {"channels": (24, 48, 96, 192), "stem_width": 16}),  # 0.70M
-}
-
 
 @dataclass
 class ModelInfo:
@@ -53,28 +43,6 @@ class ModelInfo:
         return Path(self.path).name if self.path else self.arch
 
 
-def create_model(arch: str, num_classes: int, spec: InputSpec, **kwargs) -> nn.Module:
-    """A randomly initialised timm model ``arch`` (or a :data:`VARIANTS` name) taking ``(B, spec.channels, S, S)``
-    and giving ``(B, num_classes)``."""
-    arch, variant_args = VARIANTS.get(arch, (arch, {}))
-    try:
-        return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=spec.channels,
-                                 **(variant_args | kwargs))
-    except RuntimeError as e:
-        raise KDCoreError(f"unknown architecture {arch!r} ({e})") from None
-
-
-def hash_weights(h: "hashlib._Hash", model: nn.Module) -> None:
-    """Feed every tensor of ``model.state_dict()`` (name and raw bytes) into the hash ``h``."""
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def save_model(
     model: nn.Module,
     folder: str | os.PathLike,
@@ -83,7 +51,7 @@ def save_model(
     card: str | None = None,
 ) -> Path:
     """Write ``config.json``, ``model.safetensors`` (fp16 if ``half``) and a model card into ``folder``."""
-    from kdcore.card import model_card_text
+    from kdcore.models.card import model_card_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -133,10 +101,10 @@ def read_config(folder: str | os.PathLike) -> dict:
 def resolve_model_path(ref: str | os.PathLike) -> Path:
     """``teacher``/``student`` -> the bundled folder; ``hf-hub:OWNER/NAME`` -> its local snapshot; else a path."""
     ref = str(ref)
-    if ref in BUNDLED:
-        return BUNDLED[ref]
+    if ref in BUNDLED_MODELS:
+        return bundled_model(ref)
     if ref.startswith("hf-hub:"):
-        from kdcore.hub import pull_model
+        from kdcore.models.hub import pull_model
 
         return pull_model(ref[len("hf-hub:"):])
     return Path(ref)

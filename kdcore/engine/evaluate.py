@@ -1,19 +1,19 @@
 """``evaluate``: a model against a labelled folder, with the stable JSON contract the shipped models are judged by.
 
-Decoding is exactly training's (:func:`kdcore.imageio.decode_to_uint8` through the same cache).
+Decoding is exactly training's (:func:`kdcore.data.imageio.decode_to_uint8` through the same cache).
 """
 
 from __future__ import annotations
 
 import torch
 
-from kdcore.dataset import decode_cached, load_records
+from kdcore.data.dataset import decode_cached, load_records
 from kdcore.errors import KDCoreError
-from kdcore.metrics import classification_report
+from kdcore.engine.metrics import classification_report
 from kdcore.models import load_model
-from kdcore.profile import model_cost
-from kdcore.split import Split
-from kdcore.train import predict_logits
+from kdcore.models.profile import model_cost
+from kdcore.data.split import Split
+from kdcore.engine.loop import predict_logits
 
 
 def evaluate(model_ref: str, data: str, latency_repeats: int = 30, split: str | None = None, side: str = "val") -> dict:

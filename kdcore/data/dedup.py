@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.fft import dctn
 
-from kdcore.dataset import DecodedImages, ImageRecords, decode_cached
+from kdcore.data.dataset import DecodedImages, ImageRecords, decode_cached
 
 #: Default Hamming distance (of 256 bits) under which two images count as near-duplicates. On the MRI training
 #: set the nearest-neighbour distances are bimodal: copies at 0-4 bits, a valley around 6-14, distinct slices

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 
 from kdcore.errors import KDCoreError
-from kdcore.imageio import InputSpec
+from kdcore.data.imageio import InputSpec
 from kdcore.models import count_params, create_model
-from kdcore.profile import model_cost
+from kdcore.models.profile import model_cost
 
 #: timm architecture -> family, in order of parameter count (as a 1-channel, 4-class model).
 CANDIDATES: dict[str, str] = {

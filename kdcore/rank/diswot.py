@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcore.augment import to_input
-from kdcore.candidates import build_candidate
+from kdcore.data.augment import to_input
+from kdcore.rank.candidates import build_candidate
 from kdcore.errors import KDCoreError
-from kdcore.imageio import InputSpec
+from kdcore.data.imageio import InputSpec
 from kdcore.models import count_params
 
 MAPS = ("gradcam", "lrp")
@@ -244,8 +244,8 @@ def rank_for_teacher(
     the training side of ``data``'s split, scores. Rows best first:
     ``{name, family, score, m_s, m_r, score_std, params, flops, latency_ms}``.
     """
-    from kdcore.candidates import candidate_table
-    from kdcore.data import load_train_data
+    from kdcore.rank.candidates import candidate_table
+    from kdcore.data.pack import load_train_data
 
     if variant not in VARIANTS:
         raise KDCoreError(f"unknown DisWOT variant {variant!r}: choose from {', '.join(VARIANTS)}")

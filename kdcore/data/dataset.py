@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from kdcore.errors import KDCoreError
-from kdcore.imageio import ImageDecodeError, decode_to_uint8
+from kdcore.paths import cache_dir
+from kdcore.data.imageio import ImageDecodeError, decode_to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +113,6 @@ def _fingerprint(records: ImageRecords, size: int) -> str:
             st = os.stat(src)
             h.update(f"{os.path.abspath(src)}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
-
-
-def cache_dir() -> Path:
-    """Where decoded arrays live: ``$KDCORE_CACHE`` or ``~/.cache/kdcore``."""
-    return Path(os.environ.get("KDCORE_CACHE", Path.home() / ".cache" / "kdcore"))
 
 
 def _decode_one(args: tuple) -> tuple[np.ndarray | None, str | None]:

@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdcore.dataset import ImageRecords, decode_cached, load_records
+from kdcore.data.dataset import ImageRecords, decode_cached, load_records
 from kdcore.errors import KDCoreError
-from kdcore.models import REPO_ROOT
-from kdcore.split import Split, make_split
+from kdcore.paths import bundled, cache_dir
+from kdcore.data.split import Split, make_split
 
 log = logging.getLogger(__name__)
-SPLITS_DIR = REPO_ROOT / "splits"
 
 
 @dataclass
@@ -51,11 +50,17 @@ class TrainData:
 
 
 def default_split_path(records: ImageRecords) -> Path:
-    """``splits/<folder>-<hash of ids and labels>.json``: the same dataset always maps to the same file."""
+    """``<parent>-<folder>-<hash of ids and labels>.json``: the same dataset always maps to the same file.
+
+    A split that ships with kdcore (``bundled/splits/``, the reference dataset's) is used as it is; any other
+    dataset's split lives in the user cache (``cache_dir()/splits``), never in the package.
+    """
     h = hashlib.sha1("\n".join(f"{i}\t{l}" for i, l in zip(records.ids, records.labels)).encode()).hexdigest()[:8]
     name = Path(records.root).name if records.root else "hub"
     parent = Path(records.root).parent.name if records.root else "dataset"
-    return SPLITS_DIR / f"{parent}-{name}-{h}.json"
+    filename = f"{parent}-{name}-{h}.json"
+    shipped = bundled("splits", filename)
+    return shipped if shipped.is_file() else cache_dir() / "splits" / filename
 
 
 def ensure_split(
@@ -65,7 +70,7 @@ def ensure_split(
     path = Path(split_path) if split_path else default_split_path(records)
     if path.is_file():
         return Split.load(path), path
-    from kdcore.dedup import find_duplicates
+    from kdcore.data.dedup import find_duplicates
 
     report = find_duplicates(records)
     split = make_split(report.records, report.group_of(), val_fraction, seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kdcore.models import ModelInfo
+    from kdcore.models.folder import ModelInfo
 
 INTENDED_USE = (
     "Research and teaching on knowledge distillation and explainability for brain-MRI classification. "
@@ -68,7 +68,7 @@ scaled to [0, 1], normalised with mean {spec.mean} and std {spec.std}.
 ## Load
 ```python
 import timm
-model = timm.create_model("hf-hub:{repo_id or 'OWNER/NAME'}", pretrained=True)  # or kdcore.models.load_model(folder)
+model = timm.create_model("hf-hub:{repo_id or 'OWNER/NAME'}", pretrained=True)  # or kdcore.models.folder.load_model(folder)
 ```
 """
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdcore.imageio import InputSpec
-from kdcore.models import count_params
+from kdcore.data.imageio import InputSpec
+from kdcore.models.folder import count_params
 
 
 def count_flops(model: nn.Module, spec: InputSpec) -> int:
@@ -29,7 +29,7 @@ def count_flops(model: nn.Module, spec: InputSpec) -> int:
 def latency_ms(model: nn.Module, spec: InputSpec, repeats: int = 30, warmup: int = 5, batch: int = 1) -> float:
     """Median wall time (ms) of an eval-mode forward pass of a ``(batch, C, S, S)`` input.
 
-    ``model`` may also be any other callable on such a tensor (e.g. a :class:`kdcore.runtime.OnnxRunner`).
+    ``model`` may also be any other callable on such a tensor (e.g. a :class:`kdcore.models.runtime.OnnxRunner`).
     """
     params = next(model.parameters()) if isinstance(model, nn.Module) else None
     x = torch.randn(batch, spec.channels, spec.size, spec.size, device=params.device if params is not None else "cpu")

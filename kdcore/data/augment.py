@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdcore.imageio import InputSpec
+from kdcore.data.imageio import InputSpec
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The training loop shared by teacher training and distillation.
 
 :func:`fit` trains an :class:`Objective` (a module that returns logits and named, weighted loss terms) on
-:class:`~kdcore.data.TrainData` and yields progress events, so the CLI draws a progress bar, the app draws live
+:class:`~kdcore.data.pack.TrainData` and yields progress events, so the CLI draws a progress bar, the app draws live
 curves, and either can stop it between steps. Per epoch it writes an atomic checkpoint (``--resume`` continues
 from the last whole epoch, bit for bit: every epoch's shuffling and augmentation are drawn from
 ``seed`` and the epoch number), a line of ``metrics.jsonl``, and the best model as a model folder ``best/``.
@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from kdcore.augment import AugmentConfig, augment_batch, mix_batch, to_input
-from kdcore.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from kdcore.data import TensorSet, TrainData
+from kdcore.data.augment import AugmentConfig, augment_batch, mix_batch, to_input
+from kdcore.engine.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from kdcore.data.pack import TensorSet, TrainData
 from kdcore.errors import KDCoreError
-from kdcore.imageio import InputSpec
-from kdcore.metrics import macro_f1
+from kdcore.data.imageio import InputSpec
+from kdcore.engine.metrics import macro_f1
 from kdcore.models import ModelInfo, save_model
 
 

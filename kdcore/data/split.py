@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdcore.dataset import ImageRecords
+from kdcore.data.dataset import ImageRecords
 from kdcore.errors import KDCoreError
 
 

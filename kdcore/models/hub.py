@@ -1,7 +1,7 @@
-"""Hugging Face Hub I/O: pull and push model folders, assemble and push the Gradio Space.
+"""Hugging Face Hub I/O: pull and push model folders, push an assembled Gradio Space.
 
 A pushed model is exactly a kdcore model folder (``config.json`` + ``model.safetensors`` + ``README.md`` card with
-a model-index), so ``timm.create_model("hf-hub:OWNER/NAME", pretrained=True)`` and ``kdcore.models.load_model``
+a model-index), so ``timm.create_model("hf-hub:OWNER/NAME", pretrained=True)`` and ``kdcore.models.folder.load_model``
 both load it. Never a pickle. Hub and network failures become one-line :class:`KDCoreError` messages.
 Tokens: an explicit ``token`` argument, else huggingface_hub's own lookup (``HF_TOKEN``, then the stored login).
 """
@@ -9,17 +9,15 @@ Tokens: an explicit ``token`` argument, else huggingface_hub's own lookup (``HF_
 from __future__ import annotations
 
 import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 from kdcore.errors import KDCoreError
-from kdcore.models import BUNDLED, REPO_ROOT, WEIGHTS
+from kdcore.models.folder import WEIGHTS
 
 #: What a model repo holds; nothing else is pulled or pushed.
 MODEL_FILES = ("config.json", WEIGHTS, "README.md")
-SPACE_TEMPLATE = REPO_ROOT / "spaces"
 
 
 @contextmanager
@@ -82,8 +80,8 @@ def push_model(folder: str | os.PathLike, repo_id: str, token: str | None = None
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from kdcore.card import model_card_text
-    from kdcore.models import count_params, load_model
+    from kdcore.models.card import model_card_text
+    from kdcore.models.folder import count_params, load_model
 
     repo_id = _repo_id(repo_id)
     model, info = load_model(folder)  # also proves the weights fit the config
@@ -95,45 +93,6 @@ def push_model(folder: str | os.PathLike, repo_id: str, token: str | None = None
         ops.append(CommitOperationAdd("README.md", card.encode()))
         api.create_commit(repo_id, ops, commit_message=f"Upload {info.arch} from kdcore")
     return str(url)
-
-
-def assemble_space(
-    out_dir: str | os.PathLike,
-    teacher: str = "teacher",
-    student: str = "student",
-    models: Sequence[str] = (),
-) -> Path:
-    """Write a deployable Gradio Space folder: ``app.py``, ``kdcore/``, the two default models, ``samples/``,
-    ``requirements.txt`` and the ``README.md`` front matter from ``spaces/`` (``models`` set to ``models`` if given).
-    """
-    from huggingface_hub import SpaceCard
-
-    from kdcore.models import resolve_model_path
-
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise KDCoreError(f"{out}: exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(REPO_ROOT / "app.py", out / "app.py")
-    shutil.copytree(REPO_ROOT / "kdcore", out / "kdcore", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copy2(SPACE_TEMPLATE / "requirements.txt", out / "requirements.txt")
-    for name, ref in (("teacher", teacher), ("student", student)):
-        src = resolve_model_path(ref)
-        if not (src / WEIGHTS).is_file():
-            raise KDCoreError(f"{ref}: no model to bundle as the Space's {name} ({src})")
-        dest = out / BUNDLED[name].relative_to(REPO_ROOT)
-        dest.mkdir(parents=True)
-        for f in MODEL_FILES:
-            if (src / f).is_file():
-                shutil.copy2(src / f, dest / f)
-    samples = REPO_ROOT / "samples"
-    if samples.is_dir():
-        shutil.copytree(samples, out / "samples", ignore=shutil.ignore_patterns(".*"))
-    card = SpaceCard.load(SPACE_TEMPLATE / "README.md")
-    if models:
-        card.data.models = [_repo_id(m) for m in models]
-    card.save(out / "README.md")
-    return out
 
 
 def push_space(folder: str | os.PathLike, repo_id: str, token: str | None = None, private: bool = False) -> str:

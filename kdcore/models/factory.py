@@ -1,0 +1,45 @@
+"""The one way to build a model: timm architectures and kdcore's width/depth variants of them."""
+
+from __future__ import annotations
+
+import hashlib
+
+import timm
+import torch
+from torch import nn
+
+from kdcore.data.imageio import InputSpec
+from kdcore.errors import KDCoreError
+
+#: Width/depth variants of timm architectures, usable wherever an architecture name is asked for. A saved variant
+#: records timm's architecture and these arguments in ``config.json`` (``model_args``), so timm rebuilds it.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "resnet10t_w16": ("resnet10t", {"channels": (16, 32, 64, 128), "stem_width": 16}),  # 0.32M
+    "resnet10t_w20": ("resnet10t", {"channels": (20, 40, 80, 160), "stem_width": 16}),  # 0.49M
+    "resnet10t_w24": ("resnet10t", {"channels": (24, 48, 96, 192), "stem_width": 16}),  # 0.70M
+}
+
+
+
+def create_model(arch: str, num_classes: int, spec: InputSpec, **kwargs) -> nn.Module:
+    """A randomly initialised timm model ``arch`` (or a :data:`VARIANTS` name) taking ``(B, spec.channels, S, S)``
+    and giving ``(B, num_classes)``."""
+    arch, variant_args = VARIANTS.get(arch, (arch, {}))
+    try:
+        return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=spec.channels,
+                                 **(variant_args | kwargs))
+    except RuntimeError as e:
+        raise KDCoreError(f"unknown architecture {arch!r} ({e})") from None
+
+
+
+def hash_weights(h: "hashlib._Hash", model: nn.Module) -> None:
+    """Feed every tensor of ``model.state_dict()`` (name and raw bytes) into the hash ``h``."""
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

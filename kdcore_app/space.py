@@ -1,0 +1,60 @@
+"""Assemble a deployable Gradio Space folder from the installed ``kdcore`` and ``kdcore_app`` packages."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from importlib.resources import files
+from pathlib import Path
+from typing import Sequence
+
+from kdcore.errors import KDCoreError
+from kdcore.models import WEIGHTS, resolve_model_path
+from kdcore.models.hub import MODEL_FILES, _repo_id
+
+ENTRY_POINT = '"""The Space\'s entry point: kdcore\'s Gradio app on the bundled models."""\n\n' \
+              "from kdcore_app import launch\n\nlaunch()\n"
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+
+
+def _package_dir(name: str) -> Path:
+    return Path(str(files(name)))
+
+
+def assemble_space(
+    out_dir: str | os.PathLike,
+    teacher: str = "teacher",
+    student: str = "student",
+    models: Sequence[str] = (),
+) -> Path:
+    """Write ``app.py``, the installed ``kdcore`` and ``kdcore_app`` packages (``teacher``/``student`` as the
+    bundled models), ``requirements.txt`` and the Space card (``models`` listed in its front matter if given)."""
+    from huggingface_hub import SpaceCard
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise KDCoreError(f"{out}: exists and is not empty")
+    sources = {name: resolve_model_path(ref) for name, ref in (("teacher", teacher), ("student", student))}
+    for name, src in sources.items():
+        if not (src / WEIGHTS).is_file():
+            raise KDCoreError(f"{src}: no model to bundle as the Space's {name}")
+    out.mkdir(parents=True, exist_ok=True)
+    for package in ("kdcore", "kdcore_app"):
+        shutil.copytree(_package_dir(package), out / package, ignore=_IGNORE)
+    for name, src in sources.items():
+        dest = out / "kdcore" / "bundled" / "models" / name
+        if src.resolve() != dest.resolve():
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir(parents=True)
+            for f in MODEL_FILES:
+                if (src / f).is_file():
+                    shutil.copy2(src / f, dest / f)
+    template = _package_dir("kdcore_app") / "space_template"
+    shutil.rmtree(out / "kdcore_app" / "space_template")
+    (out / "app.py").write_text(ENTRY_POINT)
+    shutil.copy2(template / "requirements.txt", out / "requirements.txt")
+    card = SpaceCard.load(template / "README.md")
+    if models:
+        card.data.models = [_repo_id(m) for m in models]
+    card.save(out / "README.md")
+    return out
