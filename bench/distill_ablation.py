@@ -1,11 +1,11 @@
-"""The ablation of issue 8: does ce + kd + feat(cosine) + sem(LRP) beat its baselines?
+"""The distillation ablation: does ce + kd + feat(cosine) + sem(LRP) beat its baselines?
 
 Configurations (same epochs, augmentation, image budget, learning rate and initial student per seed):
   1 the student alone; 2 vanilla KD (ce + kd); 3 DisWOT-style ce + kd + feat(l2) + sem(Grad-CAM);
   4 the thesis ce + kd + feat(cosine) + sem(LRP); 5a (3) with cosine; 5b (3) with LRP.
 Every cell (student x configuration x seed) is a ``kdcore.distill.run`` in ``--runs/<student>/<config>/seed<k>``,
 whose result lands in ``cell.json`` there: finished cells are skipped, a cut cell resumes from its last epoch, and
-``--only STUDENT/CONFIG/SEED`` runs one cell alone (``bench/gpu_campaign.py`` runs many at once that way). The
+``--only STUDENT/CONFIG/SEED`` runs one cell alone (``scripts/gpu_campaign.py`` runs many at once that way). The
 tuning grid's cells are configurations with a variant, ``CONFIG@T2`` (temperature 2) or ``CONFIG@w0.1`` (weight 0.1
 on feat and sem), run with ``--only`` and tabulated apart next to their base configuration; ``CONFIG@perstep`` is the
 control of the teacher cache (the teacher's logits, features and maps computed on every augmented batch). Writes
@@ -22,24 +22,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from kdcore.engine.checkpoint import has_checkpoint
-from kdcore.data.pack import load_train_data
+from bench.report import RESULTS, command, md_table, mean_std, write
+from kdcore.data.pack import TensorSet, load_train_data
 from kdcore.distill import DistillConfig, RunConfig, run
-from kdcore.engine.metrics import macro_f1
+from kdcore.engine.checkpoint import has_checkpoint
+from kdcore.engine.loop import TrainConfig, run_to_end
+from kdcore.engine.metrics import macro_f1, paired_bootstrap
 from kdcore.models import load_model
-from kdcore.engine.loop import TrainConfig, predict_logits, run_to_end
+from kdcore.models.predict import predict_logits
 
+STUDENTS = ("resnet10t_w20", "mobilenetv2_035")  # the shipped family's pick and a capacity-limited mobile net
 ALL = {"ce": 1.0, "kd": 1.0, "feat": 1.0, "sem": 1.0}
 CONFIGS: dict[str, dict] = {
     "1-alone": {"loss": {"ce": 1.0}},
@@ -53,29 +56,6 @@ PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("2-kd", "1-alone"), ("3
          ("5a-diswot+cosine", "3-diswot"), ("5b-diswot+lrp", "3-diswot"),
          ("4-thesis@w0.1", "2-kd"), ("4-thesis@w0.1", "1-alone"),  # the thesis at its tuned weights
          ("4-thesis@perstep", "4-thesis"), ("4-thesis@perstep", "2-kd"))  # and with per-step teacher maps
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def paired_bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray, k: int, n: int = 2000,
-                     seed: int = 0) -> dict:
-    """Mean paired difference A - B of accuracy and macro-F1, with a 95% CI; ``pred_*`` ``(seeds, N)``, ``y`` ``(N,)``.
-
-    Seed ``s`` of A is paired with seed ``s`` of B (same initial student and batches); each resample draws seeds and
-    validation images with replacement.
-    """
-    rng = np.random.default_rng(seed)
-    s, m = pred_a.shape
-
-    def stats(seeds, idx):
-        acc = np.mean([(pred_a[i, idx] == y[idx]).mean() - (pred_b[i, idx] == y[idx]).mean() for i in seeds])
-        f1 = np.mean([macro_f1(y[idx], pred_a[i, idx], k) - macro_f1(y[idx], pred_b[i, idx], k) for i in seeds])
-        return acc, f1
-
-    point = stats(range(s), np.arange(m))
-    boot = np.array([stats(rng.integers(0, s, s), rng.integers(0, m, m)) for _ in range(n)])
-    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
-    return {name: {"diff": float(point[j]), "ci95": [float(lo[j]), float(hi[j])]}
-            for j, name in enumerate(("accuracy", "macro_f1"))}
 
 
 def variant(config: str) -> tuple[str, dict]:
@@ -104,21 +84,28 @@ def cell_config(a: argparse.Namespace, student: str, config: str, seed: int, epo
     )
 
 
-def run_cell(a: argparse.Namespace, student: str, config: str, seed: int, val_pixels: torch.Tensor,
-             y: np.ndarray, k: int) -> dict:
+def val_scores(model_dir: str | Path, val: TensorSet) -> dict:
+    """Validation accuracy, macro-F1 and predicted labels (``pred``, ``N`` ints) of the model folder ``model_dir``."""
+    model, info = load_model(model_dir)
+    pred = predict_logits(model, val.pixels, info.spec).argmax(1).cpu().numpy()
+    y = val.labels.numpy()
+    return {"accuracy": float((pred == y).mean()), "macro_f1": macro_f1(y, pred, len(info.class_names)),
+            "pred": pred.tolist()}
+
+
+def run_cell(a: argparse.Namespace, student: str, config: str, seed: int, val: TensorSet) -> dict:
     cfg = cell_config(a, student, config, seed, a.epochs, a.max_images)
     out = cell_dir(a, student, config, seed)
     t0 = time.perf_counter()
     final = logged_run(out, cfg.train.epochs) or run_to_end(run(cfg, a.data, out, resume=has_checkpoint(out),
                                                                 split=a.split))
     wall = time.perf_counter() - t0
-    model, info = load_model(final["best_dir"])
-    pred = predict_logits(model, val_pixels, info.spec).argmax(1).numpy()
+    scores = val_scores(final["best_dir"], val)
     hist = final["history"]
-    cell = {"settings": cell_settings(a), "accuracy": float((pred == y).mean()), "macro_f1": macro_f1(y, pred, k),
+    cell = {"settings": cell_settings(a), "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
             "best_epoch": final["best"]["epoch"],
             "images_per_s": statistics.mean(h["images_per_s"] for h in hist),
-            "train_time_s": sum(h["epoch_time_s"] for h in hist), "wall_time_s": wall, "pred": pred.tolist(),
+            "train_time_s": sum(h["epoch_time_s"] for h in hist), "wall_time_s": wall, "pred": scores["pred"],
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
     (out / "cell.json").write_text(json.dumps(cell))
     return cell
@@ -148,19 +135,26 @@ def cell_settings(a: argparse.Namespace) -> dict:
         "teacher_cache": not a.no_teacher_cache}
 
 
+def timed_epoch(a: argparse.Namespace, student: str, config: str, steps: int) -> Iterator[tuple[float, dict]]:
+    """The events of one ``steps``-step epoch of the cell's configuration (seed 0, a scratch folder), each with the
+    ``time.perf_counter()`` at which it came."""
+    cfg = cell_config(a, student, config, 0, 1, a.batch_size * steps)
+    with tempfile.TemporaryDirectory() as out:
+        for e in run(cfg, a.data, out, split=a.split):
+            yield time.perf_counter(), e
+
+
 def throughput(a: argparse.Namespace, student: str, config: str, steps: int) -> float:
     """Training images/s of one configuration here over steps 2 to ``steps`` of an epoch (the first step, which
     sets up the kernels, left out; the teacher cache is built before the first step)."""
     if steps < 2:
         raise ValueError("--throughput-steps needs at least 2 steps: the first one is not timed")
-    cfg = cell_config(a, student, config, 0, 1, a.batch_size * steps)
     ends: list[float] = []
-    with tempfile.TemporaryDirectory() as out:
-        for e in run(cfg, a.data, out, split=a.split):
-            if e["event"] == "step":
-                ends.append(time.perf_counter())
-                if len(ends) == steps:
-                    return (steps - 1) * a.batch_size / (ends[-1] - ends[0])
+    for t, e in timed_epoch(a, student, config, steps):
+        if e["event"] == "step":
+            ends.append(t)
+            if len(ends) == steps:
+                return (steps - 1) * a.batch_size / (ends[-1] - ends[0])
     raise RuntimeError(f"the epoch ended after {len(ends)} of {steps} steps")
 
 
@@ -175,43 +169,37 @@ def load_cell(a: argparse.Namespace, student: str, config: str, seed: int) -> di
     return cell
 
 
-def _mean_std(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.4f}"
-
-
-def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str]:
+def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
+    """The summary (means, paired differences, tuning grid), the report's title and its body."""
     cells, s = res["cells"], res["settings"]
-    summary, lines = {}, [
-        f"# Distillation ablation ({s['size']} px, {s['epochs']} epochs, {s['max_images'] or 'all'} images/epoch, "
-        f"seeds {s['seeds']}, teacher cache {'on' if s.get('teacher_cache', True) else 'off'})", "",
-        f"Command: `{res['command']}`", "",
-        "| student | config | n | val accuracy | val macro-F1 | trained on | train time (s) | images/s there | "
-        "images/s on this CPU |", "|---|---|---|---|---|---|---|---|---|",
-    ]
+    title = (f"Distillation ablation ({s['size']} px, {s['epochs']} epochs, {s['max_images'] or 'all'} images/epoch, "
+             f"seeds {s['seeds']}, teacher cache {'on' if s.get('teacher_cache', True) else 'off'})")
+    summary, rows = {}, []
     for student in s["students"]:
         summary[student] = {}
         for config in s["configs"]:
-            rows = [cells[key] for seed in s["seeds"] if (key := f"{student}/{config}/{seed}") in cells]
+            done = [cells[key] for seed in s["seeds"] if (key := f"{student}/{config}/{seed}") in cells]
             cpu = res.get("throughput", {}).get(f"{student}/{config}")
-            if not rows:
+            if not done:
                 if cpu:
-                    lines.append(f"| {student} | {config} | 0 | - | - | - | - | - | {cpu:.0f} |")
+                    rows.append([student, config, 0, "-", "-", "-", "-", "-", f"{cpu:.0f}"])
                 continue
             summary[student][config] = {
-                "n": len(rows), "accuracy": [r["accuracy"] for r in rows], "macro_f1": [r["macro_f1"] for r in rows],
-                "devices": sorted({r.get("device", "cpu") for r in rows}),
-                "images_per_s": statistics.mean(r["images_per_s"] for r in rows),
-                "train_time_s": statistics.mean(r["train_time_s"] for r in rows), "cpu_images_per_s": cpu}
+                "n": len(done), "accuracy": [r["accuracy"] for r in done], "macro_f1": [r["macro_f1"] for r in done],
+                "devices": sorted({r.get("device", "cpu") for r in done}),
+                "images_per_s": statistics.mean(r["images_per_s"] for r in done),
+                "train_time_s": statistics.mean(r["train_time_s"] for r in done), "cpu_images_per_s": cpu}
             c = summary[student][config]
-            lines.append(f"| {student} | {config} | {len(rows)} | {_mean_std(c['accuracy'])} | "
-                         f"{_mean_std(c['macro_f1'])} | {', '.join(c['devices'])} | {c['train_time_s']:.0f} | "
-                         f"{c['images_per_s']:.0f} | {f'{cpu:.0f}' if cpu else '-'} |")
+            rows.append([student, config, len(done), mean_std(c["accuracy"]), mean_std(c["macro_f1"]),
+                         ", ".join(c["devices"]), f"{c['train_time_s']:.0f}", f"{c['images_per_s']:.0f}",
+                         f"{cpu:.0f}" if cpu else "-"])
+    lines = md_table(["student", "config", "n", "val accuracy", "val macro-F1", "trained on", "train time (s)",
+                      "images/s there", "images/s on this CPU"], rows)
     if res.get("throughput"):
         lines += ["", f"images/s on this CPU: {torch.get_num_threads()} threads, steps 2 to N of one epoch at the "
                       "same settings (`--throughput-steps N`), teacher caches built beforehand; 'images/s there': "
                       "each cell's training (on a shared GPU, 3-17 processes at once)."]
-    lines += ["", "Paired differences (mean over seeds; 95% bootstrap CI over seeds and validation images):", "",
-              "| student | comparison | Δ accuracy [95% CI] | Δ macro-F1 [95% CI] |", "|---|---|---|---|"]
+    rows = []
     for student in s["students"]:
         for a_cfg, b_cfg in PAIRS:
             seeds = [sd for sd in s["seeds"] if all(f"{student}/{c}/{sd}" in cells for c in (a_cfg, b_cfg))]
@@ -222,29 +210,33 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str]:
             d = paired_bootstrap(pa, pb, y, k)
             summary[student][f"{a_cfg} vs {b_cfg}"] = d
             fmt = lambda m: f"{d[m]['diff']:+.4f} [{d[m]['ci95'][0]:+.4f}, {d[m]['ci95'][1]:+.4f}]"  # noqa: E731
-            lines.append(f"| {student} | ({a_cfg}) - ({b_cfg}) | {fmt('accuracy')} | {fmt('macro_f1')} |")
+            rows.append([student, f"({a_cfg}) - ({b_cfg})", fmt("accuracy"), fmt("macro_f1")])
+    lines += ["", "Paired differences (mean over seeds; 95% bootstrap CI over seeds and validation images):", "",
+              *md_table(["student", "comparison", "Δ accuracy [95% CI]", "Δ macro-F1 [95% CI]"], rows)]
     tuned = sorted(key for key in cells if "@" in key)
     if tuned:
-        lines += ["", "Variants: the tuning grid (the same small effort for every KD configuration) and `@perstep` "
-                      "(the teacher's outputs on every augmented batch instead of the cache); validation accuracy of "
-                      "each variant and of its base configuration with the same seed:", "",
-                  "| student | config | seed | val accuracy | val macro-F1 | base config's accuracy |",
-                  "|---|---|---|---|---|---|"]
+        rows = []
         for key in tuned:
             student, config, seed = key.split("/")
             c, base = cells[key], cells.get(f"{student}/{variant(config)[0]}/{seed}")
             summary.setdefault("tuning", {})[key] = {"accuracy": c["accuracy"], "macro_f1": c["macro_f1"]}
-            base_acc = f"{base['accuracy']:.4f}" if base else "-"
-            lines.append(f"| {student} | {config} | {seed} | {c['accuracy']:.4f} | {c['macro_f1']:.4f} | {base_acc} |")
-    return summary, "\n".join(lines) + "\n"
+            rows.append([student, config, seed, f"{c['accuracy']:.4f}", f"{c['macro_f1']:.4f}",
+                         f"{base['accuracy']:.4f}" if base else "-"])
+        lines += ["", "Variants: the tuning grid (the same small effort for every KD configuration) and `@perstep` "
+                      "(the teacher's outputs on every augmented batch instead of the cache); validation accuracy of "
+                      "each variant and of its base configuration with the same seed:", "",
+                  *md_table(["student", "config", "seed", "val accuracy", "val macro-F1", "base config's accuracy"],
+                            rows)]
+    return summary, title, lines
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The ablation's options (also the cell settings :mod:`bench.throughput_first_step` times)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
     p.add_argument("--teacher", default="teacher")
     p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
-    p.add_argument("--students", default="resnet10t_w20,mobilenetv2_035", help="comma list of timm archs")
+    p.add_argument("--students", default=",".join(STUDENTS), help="comma list of timm archs")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {', '.join(CONFIGS)}")
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--size", type=int, default=128)
@@ -260,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", action="store_true", help="tabulate the finished cells only; run nothing")
     p.add_argument("--throughput-steps", type=int, default=0,
                    help="also measure each configuration's images/s here over this many steps")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
     students, configs = a.students.split(","), a.configs.split(",")
     seeds = [int(s) for s in a.seeds.split(",")]
     settings = {"students": students, "configs": configs, "seeds": seeds, "size": a.size, "epochs": a.epochs,
@@ -272,14 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     # cells whose run folder is gone (runs/ is not committed) are taken from the table written before
     previous = json.loads(json_path.read_text()) if json_path.is_file() else {}
     saved = previous.get("cells", {})
-    res.update(settings=settings, command="python bench/distill_ablation.py " + shlex.join(argv or sys.argv[1:]),
+    res.update(settings=settings, command=command("bench.distill_ablation", argv),
                machine={"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                         "device": "cuda" if torch.cuda.is_available() else "cpu"})
     data = load_train_data(a.data, a.size, a.split)
     y, k = data.val.labels.numpy(), len(data.class_names)
     if a.only:
         student, config, seed = a.only.split("/")
-        run_cell(a, student, config, int(seed), data.val.pixels, y, k)
+        run_cell(a, student, config, int(seed), data.val)
         return 0
     for student in students:
         for config in configs:
@@ -290,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                     sys.exit(f"{key} in {json_path} was made with other settings: choose another --out")
                 if cell is None and not a.report:
                     print(f"cell {key}", flush=True)
-                    cell = run_cell(a, student, config, seed, data.val.pixels, y, k)
+                    cell = run_cell(a, student, config, seed, data.val)
                 if cell is not None:
                     res["cells"][key] = cell
         for path in sorted(Path(a.runs).glob(f"{student}/*@*/seed*/cell.json")):
@@ -301,12 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     res["throughput"] = json.loads(tp_path.read_text()) if tp_path.is_file() else previous.get("throughput", {})
     if a.throughput_steps:
         res["throughput"] = {f"{st}/{c}": throughput(a, st, c, a.throughput_steps) for st in students for c in configs}
+        tp_path.parent.mkdir(parents=True, exist_ok=True)
         tp_path.write_text(json.dumps(res["throughput"]))
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    res["summary"], table = summarise(res, y, k)
-    json_path.write_text(json.dumps(res))
-    json_path.with_suffix(".md").write_text(table)
-    print(table)
+    res["summary"], title, body = summarise(res, y, k)
+    write(a.out, res, title, body, indent=None)
     return 0
 
 

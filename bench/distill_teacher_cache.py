@@ -7,38 +7,37 @@
 2. Cost: median time of one training step (forward, backward, AdamW) per loss configuration with the per-step
    teacher and with the cache, and of the teacher's own parts (forward, map pass); images/s per configuration.
 Writes ``bench/results/distill_teacher_cache.json`` and ``.md``.
+
+    python -m bench.distill_teacher_cache --data PACK --teacher teacher --student resnet10t_w20 --size 128
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from bench.distill_ablation import CONFIGS
+from bench.report import RESULTS, command, md_table, relative, write
 from kdcore.data.augment import AugmentConfig, augment_batch, to_input
+from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import load_train_data
 from kdcore.distill import DistillConfig, Distiller
 from kdcore.distill.distiller import adapt_input
 from kdcore.distill.losses import kd_loss
 from kdcore.distill.teacher_cache import TeacherCache, cached_maps, teacher_maps
-from kdcore.data.imageio import InputSpec
 from kdcore.models import create_model, load_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
-ALL = {"ce": 1.0, "kd": 1.0, "feat": 1.0, "sem": 1.0}
-STEP_CONFIGS = {
-    "ce (student alone)": {"loss": {"ce": 1.0}},
-    "ce+kd": {"loss": {"ce": 1.0, "kd": 1.0}},
+STEP_CONFIGS = {  # the ablation's configurations 1-4, and feat(cosine) without sem
+    "ce (student alone)": CONFIGS["1-alone"],
+    "ce+kd": CONFIGS["2-kd"],
     "ce+kd+feat(cosine)": {"loss": {"ce": 1.0, "kd": 1.0, "feat": 1.0}},
-    "ce+kd+feat(l2)+sem(gradcam)": {"loss": ALL, "feat_distance": "l2", "sem_map": "gradcam"},
-    "ce+kd+feat(cosine)+sem(lrp)": {"loss": ALL, "feat_distance": "cosine", "sem_map": "lrp"},
+    "ce+kd+feat(l2)+sem(gradcam)": CONFIGS["3-diswot"],
+    "ce+kd+feat(cosine)+sem(lrp)": CONFIGS["4-thesis"],
 }
 
 
@@ -143,24 +142,20 @@ def main(argv: list[str] | None = None) -> int:
     sel = torch.randperm(len(tr), generator=torch.Generator().manual_seed(0))[: a.images]
     pixels, labels = tr.pixels[sel], tr.labels[sel]
     spec = InputSpec(a.size, 1, info.spec.mean, info.spec.std)
-    res = {"command": "python bench/distill_teacher_cache.py " + shlex.join(argv or sys.argv[1:]),
-           "teacher": info.path, "teacher_val": info.summary.get("val_metrics"), "student": a.student,
+    res = {"command": command("bench.distill_teacher_cache", argv),
+           "teacher": relative(info.path), "teacher_val": info.summary.get("val_metrics"), "student": a.student,
            "size": a.size, "teacher_size": info.spec.size, "threads": torch.get_num_threads(),
            "deviation": deviation(teacher, info.spec, pixels, labels, a.map_size)}
     print(json.dumps(res["deviation"]), flush=True)
     res["cost"] = step_costs(teacher, info.spec, a.student, spec, pixels, labels, a.batch, a.repeats, a.map_size)
     c, d = res["cost"], res["deviation"]
-    lines = [f"# Teacher cache: deviation and cost ({info.arch} teacher at {info.spec.size} px, {a.student} at "
-             f"{a.size} px, batch {a.batch}, {res['threads']} threads)", "", f"Command: `{res['command']}`", "",
-             "| map | cos(per-step, warped cache) mean / median / p10 | cos(per-step, un-warped cache) mean |",
-             "|---|---|---|"]
-    for m in ("lrp", "gradcam"):
-        w, u = d[m]["warped"], d[m]["unwarped"]
-        lines.append(f"| {m} | {w['mean']:.3f} / {w['median']:.3f} / {w['p10']:.3f} | {u['mean']:.3f} |")
+    body = md_table(["map", "cos(per-step, warped cache) mean / median / p10", "cos(per-step, un-warped cache) mean"],
+                    [[m, " / ".join(f"{d[m]['warped'][q]:.3f}" for q in ("mean", "median", "p10")),
+                      f"{d[m]['unwarped']['mean']:.3f}"] for m in ("lrp", "gradcam")])
     lg = d["logits"]
-    lines += ["", f"Teacher logits, clean vs augmented image: top-1 agreement {lg['top1_agreement']:.3f}, "
-              f"T²·KL (T=4) mean {lg['kd_loss_t4_clean_vs_aug']['mean']:.4f}.", "",
-              "| configuration | teacher | s/step | images/s | teacher share |", "|---|---|---|---|---|"]
+    body += ["", f"Teacher logits, clean vs augmented image: top-1 agreement {lg['top1_agreement']:.3f}, "
+             f"T²·KL (T=4) mean {lg['kd_loss_t4_clean_vs_aug']['mean']:.4f}.", ""]
+    rows = []
     for name, v in c["steps"].items():
         cfg_name, mode = name.split(" | ")
         kw = STEP_CONFIGS[cfg_name]
@@ -170,15 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         elif mode == "cached" and "feat" in kw["loss"]:
             teacher_s = c["teacher_forward_s"]
         v["teacher_share"] = teacher_s / v["step_s"]
-        lines.append(f"| {cfg_name} | {mode} | {v['step_s']:.3f} | {v['images_per_s']:.1f} | "
-                     f"{v['teacher_share']:.0%} |")
-    lines += ["", f"Teacher parts per batch: forward {c['teacher_forward_s']:.3f} s, LRP map "
-              f"{c['teacher_lrp_map_s']:.3f} s, Grad-CAM map {c['teacher_gradcam_map_s']:.3f} s."]
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        rows.append([cfg_name, mode, f"{v['step_s']:.3f}", f"{v['images_per_s']:.1f}", f"{v['teacher_share']:.0%}"])
+    body += md_table(["configuration", "teacher", "s/step", "images/s", "teacher share"], rows)
+    body += ["", f"Teacher parts per batch: forward {c['teacher_forward_s']:.3f} s, LRP map "
+             f"{c['teacher_lrp_map_s']:.3f} s, Grad-CAM map {c['teacher_gradcam_map_s']:.3f} s."]
+    write(a.out, res, f"Teacher cache: deviation and cost ({info.arch} teacher at {info.spec.size} px, {a.student} "
+          f"at {a.size} px, batch {a.batch}, {res['threads']} threads)", body)
     return 0
 
 

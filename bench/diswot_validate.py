@@ -6,13 +6,13 @@
    batch 0), each under both distances.
 3. Every candidate is distilled with the same budget (logit KD ``ce + kd``, T = 4; by default 128 px, 15 epochs,
    batch 128, seeds 0 and 1), and its best validation accuracy recorded (mean over seeds). ``--only NAME/SEED``
-   runs one distillation alone (``bench/gpu_campaign.py`` runs them in parallel on a GPU that way).
+   runs one distillation alone (``scripts/gpu_campaign.py`` runs them in parallel on a GPU that way).
 4. Kendall tau and Spearman rho (scipy) between each proxy and the distilled accuracy, over the finished ones.
 
 Resumable: candidates already in the JSON are skipped, a half-done distillation continues from its checkpoint.
 Writes ``bench/results/diswot.json``, ``diswot.md`` and ``diswot_scatter.html`` / ``.png``.
 
-    nohup nice -n 10 env OMP_NUM_THREADS=1 python bench/diswot_validate.py > runs/diswot-validate.log 2>&1 &
+    nohup nice -n 10 env OMP_NUM_THREADS=1 python -m bench.diswot_validate > runs/diswot-validate.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
-from kdcore.rank.candidates import build_candidate, candidate_table
-from kdcore.engine.checkpoint import has_checkpoint
+from bench.report import RESULTS, command, md_table, write
 from kdcore.data.pack import load_train_data
-from kdcore.rank.diswot import DISTANCES, VARIANTS, Terms, matrix_distance, model_terms, sample_inputs
 from kdcore.distill import make_config, run
-from kdcore.models import load_model
+from kdcore.engine.checkpoint import has_checkpoint
 from kdcore.engine.loop import run_to_end
+from kdcore.models import load_model, resolve_model_path
+from kdcore.rank.candidates import build_candidate, candidate_table
+from kdcore.rank.diswot import DISTANCES, SCORES, Terms, matrix_distance, model_terms, sample_inputs
 
-RESULTS = Path(__file__).resolve().parent / "results"
 #: 13 candidates over 0.37M-4.9M parameters and 8 families, small and large alternating (so that a partial run
 #: already spans the range).
 BENCH_CANDIDATES = [
@@ -46,15 +46,15 @@ BENCH_CANDIDATES = [
     "lcnet_100", "mobilenetv3_small_100",
 ]
 INITS, BATCHES = 3, 3
-GRADCAM, LRP = VARIANTS["original"], VARIANTS["thesis"]
+GRADCAM, LRP = SCORES["original"], SCORES["thesis"]
 
 
 def snapshot_teacher(src: str, dst: Path) -> Path:
-    """Copy the model folder ``src`` to ``dst`` once; later calls reuse the copy."""
+    """Copy the model ``src`` (a folder or ``teacher``) to ``dst`` once; later calls reuse the copy."""
     if not (dst / "model.safetensors").is_file():
         dst.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "model.safetensors", "README.md"):
-            shutil.copy2(Path(src) / name, dst / name)
+            shutil.copy2(resolve_model_path(src) / name, dst / name)
     return dst
 
 
@@ -179,46 +179,44 @@ def correlations(cands: dict) -> dict:
 
 
 def write_report(res: dict, out: Path) -> None:
+    """The JSON, the markdown report and (with two candidates distilled) the scatter plots."""
     cands = res["candidates"]
     done = {n: c for n, c in cands.items() if "distilled" in c}
     proxies_now = proxy_table(cands) if cands else {}
-    lines = [
-        "# DisWOT validation: does the training-free score predict distilled accuracy here?", "",
-        f"Command: `{res['command']}`  ",
-        f"Teacher: `{res['teacher']['source']}` (val accuracy {res['teacher'].get('val_accuracy')}, "
-        f"epoch {res['teacher'].get('epoch')}); scores at {res['size']} px, N = {res['batch_size']}; "
-        f"distillation budget per candidate: `{json.dumps(res.get('budget'))}`, seeds {res.get('seeds')} "
-        f"(accuracy = mean over seeds of the best epoch's).", "",
-        f"## Correlation with distilled validation accuracy ({len(done)} of {len(cands)} candidates distilled)", "",
-        "| proxy | Kendall tau | p | Spearman rho | p |", "|---|---|---|---|---|",
-    ]
-    for proxy, c in res.get("correlations", {}).items():
-        lines.append(f"| {proxy} | {c['kendall_tau']:.3f} | {c['kendall_p']:.3f} | {c['spearman_rho']:.3f} | "
-                     f"{c['spearman_p']:.3f} |")
-    lines += ["", "## Per candidate", "",
-              "| candidate | params (M) | MFLOPs | latency (ms) | original score | thesis score | M_r | M_s | "
-              "distilled val acc | final acc | train (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    orig, thesis = proxies_now.get("DisWOT Grad-CAM/L2 (original, 1 batch)", {}), proxies_now.get(
-        "DisWOT LRP/cosine (thesis)", {})
-    for n in sorted(cands, key=lambda n: cands[n]["params"]):
+    body = [f"## Correlation with distilled validation accuracy ({len(done)} of {len(cands)} candidates distilled)",
+            "", *md_table(["proxy", "Kendall tau", "p", "Spearman rho", "p"],
+                          [[proxy, f"{c['kendall_tau']:.3f}", f"{c['kendall_p']:.3f}", f"{c['spearman_rho']:.3f}",
+                            f"{c['spearman_p']:.3f}"] for proxy, c in res.get("correlations", {}).items()])]
+    orig = proxies_now.get("DisWOT Grad-CAM/L2 (original, 1 batch)", {})
+    thesis = proxies_now.get("DisWOT LRP/cosine (thesis)", {})
+    by_size = sorted(cands, key=lambda n: cands[n]["params"])
+    rows = []
+    for n in by_size:
         c = cands[n]
         d = c.get("distilled", {})
         g = c["gradcam"]["trained"][0]["l2"]
-        lines.append(f"| {n} | {c['params'] / 1e6:.2f} | {c['flops'] / 1e6:.0f} | {c['latency_ms']:.1f} | "
-                     f"{orig[n]:.4f} | {thesis[n]:.4f} | {g['m_r'][0]:.2e} | {g['m_s'][0]:.4f} | "
-                     f"{d.get('best_accuracy', float('nan')):.4f} | {d.get('final_accuracy', float('nan')):.4f} | "
-                     f"{d.get('train_time_s', float('nan')):.0f} |")
+        rows.append([n, f"{c['params'] / 1e6:.2f}", f"{c['flops'] / 1e6:.0f}", f"{c['latency_ms']:.1f}",
+                     f"{orig[n]:.4f}", f"{thesis[n]:.4f}", f"{g['m_r'][0]:.2e}", f"{g['m_s'][0]:.4f}",
+                     f"{d.get('best_accuracy', float('nan')):.4f}", f"{d.get('final_accuracy', float('nan')):.4f}",
+                     f"{d.get('train_time_s', float('nan')):.0f}"])
+    body += ["", "## Per candidate", "",
+             *md_table(["candidate", "params (M)", "MFLOPs", "latency (ms)", "original score", "thesis score", "M_r",
+                        "M_s", "distilled val acc", "final acc", "train (s)"], rows)]
     if cands:
         s = res["spread"]
-        lines += ["", "## Spread of the original score (Grad-CAM/L2, trained teacher)", "",
-                  f"Median gap between neighbouring candidates' mean scores: {s['median_gap_between_neighbours']:.4f}; "
-                  f"range of means: {s['range_of_means']:.4f}.", "",
-                  "| candidate | std over 3 inits x 3 batches | std over batches (init 0) | std over inits (batch 0) |",
-                  "|---|---|---|---|"]
-        for n in sorted(cands, key=lambda n: cands[n]["params"]):
-            lines.append(f"| {n} | {s['std_over_inits_and_batches'][n]:.4f} | {s['std_over_batches_init0'][n]:.4f} | "
-                         f"{s['std_over_inits_batch0'][n]:.4f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        body += ["", "## Spread of the original score (Grad-CAM/L2, trained teacher)", "",
+                 f"Median gap between neighbouring candidates' mean scores: {s['median_gap_between_neighbours']:.4f}; "
+                 f"range of means: {s['range_of_means']:.4f}.", "",
+                 *md_table(["candidate", "std over 3 inits x 3 batches", "std over batches (init 0)",
+                            "std over inits (batch 0)"],
+                           [[n, f"{s['std_over_inits_and_batches'][n]:.4f}", f"{s['std_over_batches_init0'][n]:.4f}",
+                             f"{s['std_over_inits_batch0'][n]:.4f}"] for n in by_size])]
+    t = res["teacher"]
+    write(out, res, "DisWOT validation: does the training-free score predict distilled accuracy here?", body,
+          f"  \nTeacher: `{t['source']}` (val accuracy {t.get('val_accuracy')}, epoch {t.get('epoch')}); scores at "
+          f"{res['size']} px, N = {res['batch_size']}; distillation budget per candidate: "
+          f"`{json.dumps(res.get('budget'))}`, seeds {res.get('seeds')} (accuracy = mean over seeds of the best "
+          "epoch's).")
     if len(done) >= 2:
         plot(done, proxies_now, out)
 
@@ -261,7 +259,7 @@ def plot(done: dict, proxies_now: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
-    p.add_argument("--teacher", default="models/teacher")
+    p.add_argument("--teacher", default="teacher")
     p.add_argument("--split", default=None)
     p.add_argument("--candidates", default=",".join(BENCH_CANDIDATES))
     p.add_argument("--runs", default="runs/diswot-validate")
@@ -284,10 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     json_path = out.with_suffix(".json")
     res = json.loads(json_path.read_text()) if json_path.is_file() else {"candidates": {}}
-    save = lambda: json_path.write_text(json.dumps(res, indent=1))  # noqa: E731
+    save = lambda: json_path.write_text(json.dumps(res, indent=1))  # noqa: E731  (progress: a cut run resumes)
     out.parent.mkdir(parents=True, exist_ok=True)
     if a.phase != "report":
-        res["command"] = "python bench/diswot_validate.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        res["command"] = command("bench.diswot_validate", argv)
         teacher_dir = snapshot_teacher(a.teacher, runs / "teacher")
         teacher, info = load_model(teacher_dir)
         summary = info.summary
@@ -313,12 +311,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"distil {name}", flush=True)
                     res["candidates"][name]["distilled"] = distilled(name, teacher_dir, a)
                     res["spread"], res["correlations"] = spread(res["candidates"]), correlations(res["candidates"])
-                    save()
                     write_report(res, out)
     res["spread"], res["correlations"] = spread(res["candidates"]), correlations(res["candidates"])
-    save()
     write_report(res, out)
-    print(out.with_suffix(".md").read_text())
     return 0
 
 

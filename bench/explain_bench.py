@@ -10,28 +10,26 @@ Time: one batch of 32 maps per method, next to one forward+backward (cross-entro
 the same batch, median of ``--repeats``; the ratio is what to compare (the CPU is shared). Writes
 ``bench/results/explain.json`` and ``.md``.
 
-    nice -n 10 env OMP_NUM_THREADS=1 python bench/explain_bench.py --n 64
+    nice -n 10 env OMP_NUM_THREADS=1 python -m bench.explain_bench --n 64
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from bench.report import RESULTS, command, md_table, write
 from kdcore.data.augment import to_input
 from kdcore.data.pack import load_train_data
 from kdcore.explain import explain
-from kdcore.models import BUNDLED, load_model
+from kdcore.models import load_model
+from kdcore.models.predict import predict_logits
 
-RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("lrp", "gradcam", "random")
 
 
@@ -80,9 +78,7 @@ def bench_model(ref: str, a: argparse.Namespace) -> dict:
     pixels, labels = data.val.pixels[: a.n], data.val.labels[: a.n]
     black = (0.0 - info.spec.mean) / info.spec.std
     row = {"model": ref, "arch": info.arch, "size": info.spec.size, "n": len(labels)}
-    with torch.no_grad():
-        logits = torch.cat([model(to_input(pixels[i : i + a.batch], info.spec))
-                            for i in range(0, len(labels), a.batch)])
+    logits = predict_logits(model, pixels, info.spec, a.batch)
     row["val_accuracy_subset"] = float((logits.argmax(1) == labels).float().mean())
     for method in METHODS:
         dels, inss = [], []
@@ -112,28 +108,25 @@ def bench_model(ref: str, a: argparse.Namespace) -> dict:
     return row
 
 
-def markdown(res: dict) -> str:
-    lines = [f"Command: `{res['command']}` (threads {res['threads']}, load average {res['loadavg_start'][0]:.1f} at "
-             f"start); batch {res['batch']}, {res['steps']} deletion/insertion steps of {res['patch']}x{res['patch']} "
-             "patches, black baseline.", "",
-             "| model | arch | n | method | deletion AUC (lower better) | insertion AUC (higher better) | "
-             f"time / batch of {res['batch']} | x forward+backward |", "|---|---|---|---|---|---|---|---|"]
+def markdown(res: dict) -> list[str]:
+    """The report's table: one row per model and method."""
+    rows = []
     for row in res["models"]:
         for method in METHODS:
             m = row[method]
-            timing = (f"{m['time_s']:.2f} s | {m['x_forward_backward']:.2f}" if method != "random"
-                      else f"fwd+bwd {row['forward_backward_s']:.2f} s | 1")
-            lines.append(f"| {row['model']} | {row['arch']} | {row['n']} | {method} | {m['deletion_auc']:.3f} | "
-                         f"{m['insertion_auc']:.3f} | {timing} |")
-    lines += [""] + [f"- {note}" for note in res["notes"]]
-    return "\n".join(lines) + "\n"
+            timing = ([f"{m['time_s']:.2f} s", f"{m['x_forward_backward']:.2f}"] if method != "random"
+                      else [f"fwd+bwd {row['forward_backward_s']:.2f} s", "1"])
+            rows.append([row["model"], row["arch"], row["n"], method, f"{m['deletion_auc']:.3f}",
+                         f"{m['insertion_auc']:.3f}", *timing])
+    return md_table(["model", "arch", "n", "method", "deletion AUC (lower better)", "insertion AUC (higher better)",
+                     f"time / batch of {res['batch']}", "x forward+backward"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
-    p.add_argument("--teacher", default="teacher" if BUNDLED["teacher"].exists() else "runs/teacher-r18-128/best")
-    p.add_argument("--student", default="student" if BUNDLED["student"].exists() else None)
+    p.add_argument("--teacher", default="teacher")
+    p.add_argument("--student", default="student")
     p.add_argument("--n", type=int, default=200, help="validation images (the split's first N)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=16)
@@ -141,20 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=str(RESULTS / "explain"))
     a = p.parse_args(argv)
-    res = {"command": "python bench/explain_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "threads": torch.get_num_threads(), "loadavg_start": os.getloadavg(), "batch": a.batch,
-           "steps": a.steps, "patch": a.patch, "notes": [], "models": []}
-    for ref in (a.teacher, a.student):
-        if ref is None:
-            res["notes"].append("no student: models/student is not there yet and --student was not given")
-            continue
-        res["models"].append(bench_model(ref, a))
+    res = {"command": command("bench.explain_bench", argv), "threads": torch.get_num_threads(),
+           "loadavg_start": os.getloadavg(), "batch": a.batch, "steps": a.steps, "patch": a.patch,
+           "models": [bench_model(ref, a) for ref in (a.teacher, a.student)]}
     res["loadavg_end"] = os.getloadavg()
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    out.with_suffix(".md").write_text(markdown(res))
-    print(markdown(res))
+    write(a.out, res, "LRP vs Grad-CAM: faithfulness and cost", markdown(res),
+          f" (threads {res['threads']}, load average {res['loadavg_start'][0]:.1f} at start); batch {a.batch}, "
+          f"{a.steps} deletion/insertion steps of {a.patch}x{a.patch} patches, black baseline.")
     return 0
 
 

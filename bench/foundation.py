@@ -1,10 +1,10 @@
 """Foundation figures: the teacher's validation metrics and training time, and the training loop's images/s
 against a bare PyTorch loop on the same model and batch (the data path should add nothing).
 
-    python bench/foundation.py --teacher models/teacher --run runs/teacher-e120-b128 \
+    python -m bench.foundation --teacher teacher --run runs/teacher-e120-b128 \
         --data ../shared/data/brain-tumor-mri/train
 
-Writes bench/results/foundation.json and bench/results/foundation.md.
+Writes ``bench/results/foundation.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from bench.report import RESULTS, command, md_table, write
 from kdcore.data.augment import augment_batch
+from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import load_train_data
 from kdcore.engine.evaluate import evaluate
-from kdcore.data.imageio import InputSpec
-from kdcore.models import create_model, load_model
 from kdcore.engine.loop import Supervised, TrainConfig, fit
-
-OUT = Path(__file__).parent / "results"
+from kdcore.models import create_model, load_model
 
 
 def loop_speed(data, arch: str, size: int, batch: int, steps: int) -> dict:
@@ -37,14 +37,15 @@ def loop_speed(data, arch: str, size: int, batch: int, steps: int) -> dict:
     model = create_model(arch, 4, InputSpec(size))
     t0 = t_end = None
     n = 0
-    for e in fit(Supervised(model), data, cfg, Path("/tmp/kdcore-bench-loop") / str(time.time()), arch):
-        if e["event"] == "step":
-            if e["step"] == 2:
-                t0, n = time.perf_counter(), 0  # the first two steps warm up
-            elif t0 is not None:
-                n, t_end = n + batch, time.perf_counter()
-        if e["event"] == "epoch":  # the epoch's validation pass is not part of the step rate
-            break
+    with tempfile.TemporaryDirectory() as run_dir:
+        for e in fit(Supervised(model), data, cfg, run_dir, arch):
+            if e["event"] == "step":
+                if e["step"] == 2:
+                    t0, n = time.perf_counter(), 0  # the first two steps warm up
+                elif t0 is not None:
+                    n, t_end = n + batch, time.perf_counter()
+            if e["event"] == "epoch":  # the epoch's validation pass is not part of the step rate
+                break
     ours = n / (t_end - t0)
     bare_after = bare_speed(arch, size, batch, steps)
     bare = (bare_before + bare_after) / 2
@@ -80,44 +81,43 @@ def bare_speed(arch: str, size: int, batch: int, steps: int) -> float:
     return steps * batch / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--teacher", default="models/teacher")
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default="teacher")
     p.add_argument("--run", default="runs/teacher-e120-b128", help="the teacher's training run folder")
     p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
     p.add_argument("--steps", type=int, default=10)
-    a = p.parse_args()
+    p.add_argument("--out", default=str(RESULTS / "foundation"))
+    a = p.parse_args(argv)
     data = load_train_data(a.data, 128)
-    result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+    result = {"command": command("bench.foundation", argv),
+              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
               "torch": torch.__version__}
     ev = evaluate(a.teacher, a.data, split=data.split_path, side="val")
     result["teacher_val"] = {k: ev[k] for k in ("accuracy", "macro_f1", "roc_auc", "ece", "num_images", "params",
                                                 "flops", "latency_ms_batch1")}
-    history = [json.loads(l) for l in (Path(a.run) / "metrics.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (Path(a.run) / "metrics.jsonl").read_text().splitlines()]
     result["teacher_training"] = {"epochs": len(history), "train_time_min": sum(h["epoch_time_s"] for h in history) / 60,
                                   "mean_images_per_s": sum(h["images_per_s"] for h in history) / len(history),
                                   "device": load_model(a.teacher)[1].summary.get("device", "this CPU")}
     result["loop_speed"] = loop_speed(data, "resnet18", 128, 64, a.steps)
-    OUT.mkdir(exist_ok=True)
-    (OUT / "foundation.json").write_text(json.dumps(result, indent=1))
     tv, tt, ls = result["teacher_val"], result["teacher_training"], result["loop_speed"]
-    md = f"""# Foundation figures
-
-Command: `python bench/foundation.py --teacher {a.teacher} --run {a.run} --data {a.data}` ({result['machine']}, torch {result['torch']})
-
-| figure | value |
-|---|---|
-| teacher validation accuracy ({tv['num_images']} images, own split) | {tv['accuracy']:.4f} |
-| teacher validation macro-F1 | {tv['macro_f1']:.4f} |
-| teacher ROC-AUC / ECE | {tv['roc_auc']:.4f} / {tv['ece']:.4f} |
-| teacher params / FLOPs / batch-1 latency | {tv['params']:,} / {tv['flops'] / 1e9:.2f} G / {tv['latency_ms_batch1']:.1f} ms |
-| teacher training: epochs, time | {tt['epochs']}, {tt['train_time_min']:.1f} min ({tt['mean_images_per_s']:.0f} img/s mean) on {tt['device']} |
-| training loop vs bare PyTorch loop ({ls['arch']}, {ls['size']} px, batch {ls['batch']}, this CPU) | {ls['kdcore_images_per_s']:.1f} vs {ls['bare_images_per_s']:.1f} img/s (ratio {ls['ratio']:.2f}; bare before/after: {ls['bare_before_after'][0]:.1f}/{ls['bare_before_after'][1]:.1f}) |
-| augmenting one batch of {ls['batch']} (affine warp + photometric jitter) | {ls['augment_ms_per_batch']:.1f} ms |
-"""
-    (OUT / "foundation.md").write_text(md)
-    print(md)
+    body = md_table(["figure", "value"], [
+        [f"teacher validation accuracy ({tv['num_images']} images, own split)", f"{tv['accuracy']:.4f}"],
+        ["teacher validation macro-F1", f"{tv['macro_f1']:.4f}"],
+        ["teacher ROC-AUC / ECE", f"{tv['roc_auc']:.4f} / {tv['ece']:.4f}"],
+        ["teacher params / FLOPs / batch-1 latency",
+         f"{tv['params']:,} / {tv['flops'] / 1e9:.2f} G / {tv['latency_ms_batch1']:.1f} ms"],
+        ["teacher training: epochs, time", f"{tt['epochs']}, {tt['train_time_min']:.1f} min "
+         f"({tt['mean_images_per_s']:.0f} img/s mean) on {tt['device']}"],
+        [f"training loop vs bare PyTorch loop ({ls['arch']}, {ls['size']} px, batch {ls['batch']}, this CPU)",
+         f"{ls['kdcore_images_per_s']:.1f} vs {ls['bare_images_per_s']:.1f} img/s (ratio {ls['ratio']:.2f}; "
+         f"bare before/after: {ls['bare_before_after'][0]:.1f}/{ls['bare_before_after'][1]:.1f})"],
+        [f"augmenting one batch of {ls['batch']} (affine warp + photometric jitter)",
+         f"{ls['augment_ms_per_batch']:.1f} ms"]])
+    write(a.out, result, "Foundation figures", body, f" ({result['machine']}, torch {result['torch']})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,36 +1,35 @@
 """The shipped models side by side on the validation split: accuracy, macro-F1, size and CPU latency ratios.
 
-    python bench/models.py --data ../shared/data/brain-tumor-mri/train
+    python -m bench.models --data ../shared/data/brain-tumor-mri/train
 
-Latencies are measured interleaved in one process (teacher, student, teacher, ...) so their ratio is fair on a
-noisy machine. Writes bench/results/models.json and bench/results/models.md; ``--write-cards`` also writes the
-figures into each model folder's card (``summary['profile']`` and the validation ROC-AUC), weights unchanged.
+Metrics come from :func:`kdcore.engine.evaluate.evaluate`. Latencies are measured interleaved in one process
+(teacher, student, teacher, ...) so their ratio is fair on a noisy machine. Writes ``bench/results/models.json``
+and ``.md``; ``--write-cards`` also writes the figures into each model folder's card (``summary['profile']`` and
+the validation ROC-AUC), weights unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-from pathlib import Path
 
+from bench.report import RESULTS, command, md_table, relative, write
 from kdcore.data.pack import load_train_data
 from kdcore.engine.evaluate import evaluate
 from kdcore.models import WEIGHTS, ModelInfo, load_model, resolve_model_path, save_model
 from kdcore.models.profile import latency_ms
 from kdcore.models.runtime import onnx_runner
 
-OUT = Path(__file__).parent / "results"
 
-
-def main() -> None:
-    p = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
     p.add_argument("--models", default="teacher,student")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--write-cards", action="store_true", help="write the figures into the models' cards")
-    a = p.parse_args()
+    p.add_argument("--out", default=str(RESULTS / "models"))
+    a = p.parse_args(argv)
     names = a.models.split(",")
     split = load_train_data(a.data, 128).split_path
     rows = {n: evaluate(n, a.data, latency_repeats=5, split=split, side="val") for n in names}
@@ -53,27 +52,24 @@ def main() -> None:
                       "latency_ratio": med / statistics.median(lat[base]), "num_images": r["num_images"],
                       "latency_ms_batch1_onnxruntime": statistics.median(lat_ort[n]),
                       "latency_ratio_onnxruntime": statistics.median(lat_ort[n]) / statistics.median(lat_ort[base])})
-    OUT.mkdir(exist_ok=True)
-    (OUT / "models.json").write_text(json.dumps({"split": split, "rows": table}, indent=1))
-    md = [f"# Shipped models on the validation split ({table[0]['num_images']} images)", "",
-          f"Command: `python bench/models.py --data {a.data} --models {a.models}` (2 CPU cores, batch-1 latency interleaved, "
-          f"median of {a.rounds} rounds x 20 runs)", "",
-          "| model | arch | accuracy | macro-F1 | ROC-AUC | ECE | params | params vs teacher | MFLOPs | "
-          "batch-1 ms PyTorch | vs teacher | batch-1 ms ONNX Runtime (the app's) | vs teacher |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for t in table:
-        md.append(f"| {t['model']} | {t['arch']} | {t['accuracy']:.4f} | {t['macro_f1']:.4f} | {t['roc_auc']:.4f} | "
-                  f"{t['ece']:.4f} | {t['params']:,} | {t['params_ratio']:.3f} | {t['flops'] / 1e6:.0f} | "
-                  f"{t['latency_ms_batch1']:.2f} | {t['latency_ratio']:.3f} | "
-                  f"{t['latency_ms_batch1_onnxruntime']:.2f} | {t['latency_ratio_onnxruntime']:.3f} |")
-    (OUT / "models.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    res = {"command": command("bench.models", argv), "split": relative(split), "rows": table}
+    body = md_table(["model", "arch", "accuracy", "macro-F1", "ROC-AUC", "ECE", "params", "params vs teacher",
+                     "MFLOPs", "batch-1 ms PyTorch", "vs teacher", "batch-1 ms ONNX Runtime (the app's)",
+                     "vs teacher"],
+                    [[t["model"], t["arch"], f"{t['accuracy']:.4f}", f"{t['macro_f1']:.4f}", f"{t['roc_auc']:.4f}",
+                      f"{t['ece']:.4f}", f"{t['params']:,}", f"{t['params_ratio']:.3f}", f"{t['flops'] / 1e6:.0f}",
+                      f"{t['latency_ms_batch1']:.2f}", f"{t['latency_ratio']:.3f}",
+                      f"{t['latency_ms_batch1_onnxruntime']:.2f}", f"{t['latency_ratio_onnxruntime']:.3f}"]
+                     for t in table])
+    write(a.out, res, f"Shipped models on the validation split ({table[0]['num_images']} images)", body,
+          f" ({os.cpu_count()} CPU cores, batch-1 latency interleaved, median of {a.rounds} rounds x 20 runs)")
     if a.write_cards:
         for t in table:
-            write_card(t["model"], *loaded[t["model"]], t, f"python bench/models.py --models {a.models} --write-cards")
+            write_card(t["model"], *loaded[t["model"]], t, res["command"])
+    return 0
 
 
-def write_card(ref: str, model, info: ModelInfo, row: dict, command: str) -> None:
+def write_card(ref: str, model, info: ModelInfo, row: dict, measured_by: str) -> None:
     """Re-save model ``ref`` in place (fp16 stays fp16) with ``row``'s measured figures in its card."""
     from safetensors import safe_open
 
@@ -84,11 +80,11 @@ def write_card(ref: str, model, info: ModelInfo, row: dict, command: str) -> Non
                "latency_ms_batch1_onnxruntime": row["latency_ms_batch1_onnxruntime"],
                "latency_vs_teacher_onnxruntime": row["latency_ratio_onnxruntime"],
                "latency_ms_batch1_pytorch": row["latency_ms_batch1"], "latency_vs_teacher_pytorch": row["latency_ratio"],
-               "measured_by": command, "machine": f"{os.cpu_count()} CPU cores, batch 1, interleaved rounds"}
+               "measured_by": measured_by, "machine": f"{os.cpu_count()} CPU cores, batch 1, interleaved rounds"}
     val = info.summary.get("val_metrics", {}) | {"roc_auc": row["roc_auc"]}
     summary = info.summary | {"val_metrics": val, "profile": profile}
     save_model(model, folder, ModelInfo(info.arch, info.class_names, info.spec, summary), half=half)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,39 +1,32 @@
 """How much an epoch's first step weighs in a short throughput timing, and how fast this host is.
 
 For each (student, configuration) of the ablation: one epoch of ``--steps`` steps at the ablation's settings, timed
-two ways in the same run: the epoch's own images/s (first step included: what ``--throughput-steps`` measured up to
-session 7) and steps 2 to N (what it measures now). Writes ``bench/results/throughput_first_step.json`` and ``.md``.
+two ways in the same run: the epoch's own images/s (first step included: what the ablation's
+``--throughput-steps`` measured before it left the first step out) and steps 2 to N (what it measures now).
+Writes ``bench/results/throughput_first_step.json`` and ``.md``.
+
+    python -m bench.throughput_first_step --data PACK
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_ablation import RESULTS, cell_config  # noqa: E402
-
-from kdcore.distill import run  # noqa: E402
+from bench import distill_ablation
+from bench.report import RESULTS, command, md_table, write
 
 
-def timings(a: argparse.Namespace, student: str, config: str) -> dict:
-    """``{"with_first_step": img/s, "from_step_2": img/s}`` of one ``--steps``-step epoch."""
-    cfg = cell_config(a, student, config, 0, 1, a.batch_size * a.steps)
+def timings(a: argparse.Namespace, student: str, config: str, steps: int) -> dict:
+    """``{"with_first_step": img/s, "from_step_2": img/s}`` of one ``steps``-step epoch."""
     ends: list[float] = []
-    with tempfile.TemporaryDirectory() as out:
-        for e in run(cfg, a.data, out, split=a.split):
-            if e["event"] == "step":
-                ends.append(time.perf_counter())
-            elif e["event"] == "epoch":
-                return {"with_first_step": e["images_per_s"],
-                        "from_step_2": (len(ends) - 1) * a.batch_size / (ends[-1] - ends[0])}
+    for t, e in distill_ablation.timed_epoch(a, student, config, steps):
+        if e["event"] == "step":
+            ends.append(t)
+        elif e["event"] == "epoch":
+            return {"with_first_step": e["images_per_s"],
+                    "from_step_2": (len(ends) - 1) * a.batch_size / (ends[-1] - ends[0])}
     raise RuntimeError("no epoch ended")
 
 
@@ -48,19 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", default=str(RESULTS / "throughput_first_step"))
     a = p.parse_args(argv)
-    # the ablation's defaults, which cell_config reads
-    a.lr, a.temperature, a.max_images, a.no_teacher_cache = 4e-3, 4.0, None, False
-    rows = {c: timings(a, *c.split("/")) for c in a.cells.split(",")}
-    res = {"command": "python bench/throughput_first_step.py " + shlex.join(argv or sys.argv[1:]),
-           "threads": torch.get_num_threads(), "steps": a.steps, "images_per_s": rows}
-    lines = [f"# Throughput: an epoch of {a.steps} steps, first step included or not ({res['threads']} threads)", "",
-             f"Command: `{res['command']}`", "", "| cell | images/s, first step included | steps 2 to N |",
-             "|---|---|---|"]
-    lines += [f"| {c} | {r['with_first_step']:.1f} | {r['from_step_2']:.1f} |" for c, r in rows.items()]
-    out = Path(a.out)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    # the ablation's settings (its defaults for everything not given here)
+    cell = distill_ablation.parser().parse_args(
+        ["--data", a.data, "--teacher", a.teacher, "--size", str(a.size), "--batch-size", str(a.batch_size)]
+        + (["--split", a.split] if a.split else []))
+    rows = {c: timings(cell, *c.split("/"), a.steps) for c in a.cells.split(",")}
+    res = {"command": command("bench.throughput_first_step", argv), "threads": torch.get_num_threads(),
+           "steps": a.steps, "images_per_s": rows}
+    body = md_table(["cell", "images/s, first step included", "steps 2 to N"],
+                    [[c, f"{r['with_first_step']:.1f}", f"{r['from_step_2']:.1f}"] for c, r in rows.items()])
+    write(a.out, res, f"Throughput: an epoch of {a.steps} steps, first step included or not "
+          f"({res['threads']} threads)", body)
     return 0
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from kdcore.errors import KDCoreError
 
-
 EMA_HELP = "validate and export the student's weight average with this per-step decay, e.g. 0.999; 0 = off (default)"
+SPLIT_HELP = "split file (default: the bundled split of the reference dataset, else the user cache)"
+DEVICE_HELP = "cpu or cuda (default: cuda when present)"
 
 
 def _write_json(path: str | None, obj: dict | list) -> None:
@@ -45,14 +46,14 @@ def cmd_dedup(a: argparse.Namespace) -> int:
 # --- split ------------------------------------------------------------------------------------------------------
 def _args_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("data")
-    p.add_argument("--out", default=None, help="split file (default: the bundled split of the reference dataset, else the user cache)")
+    p.add_argument("--out", default=None, help=SPLIT_HELP)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
 
 
 def cmd_split(a: argparse.Namespace) -> int:
-    from kdcore.data.pack import ensure_split
     from kdcore.data.dataset import load_records
+    from kdcore.data.pack import ensure_split
 
     split, path = ensure_split(load_records(a.data), a.out, a.val_fraction, a.seed)
     print(f"split {path}: {len(split.train)} train, {len(split.val)} val")
@@ -64,7 +65,7 @@ def cmd_split(a: argparse.Namespace) -> int:
 def _args_pack(p: argparse.ArgumentParser) -> None:
     p.add_argument("data")
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--split", default=None, help="split file (default: the bundled split of the reference dataset, else the user cache)")
+    p.add_argument("--split", default=None, help=SPLIT_HELP)
     p.add_argument("--out", required=True, help="the pack, a .safetensors file (usable as --data anywhere)")
 
 
@@ -84,7 +85,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, best/)")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--split", default=None, help="split file (default: the bundled split of the reference dataset, else the user cache)")
+    p.add_argument("--split", default=None, help=SPLIT_HELP)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -93,7 +94,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
     p.add_argument("--mixup", type=float, default=None, help="mixup Beta(alpha, alpha); 0 = off (default)")
     p.add_argument("--ema", type=float, default=None, help=EMA_HELP)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--init", default=None, help="start from this model folder's weights (fine-tuning)")
 
 
@@ -122,10 +123,10 @@ def drive(events, quiet: bool = False) -> dict:
 
 
 def cmd_train_teacher(a: argparse.Namespace) -> int:
-    from kdcore.data.pack import load_train_data
     from kdcore.data.imageio import InputSpec
-    from kdcore.models import create_model
+    from kdcore.data.pack import load_train_data
     from kdcore.engine.loop import Supervised, TrainConfig, fit, with_overrides
+    from kdcore.models import create_model
 
     cfg = with_overrides(TrainConfig(), epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                          max_images=a.max_images, mixup=a.mixup, ema=a.ema)
@@ -214,42 +215,45 @@ def cmd_space(a: argparse.Namespace) -> int:
 
 # --- distill ----------------------------------------------------------------------------------------------------
 def _args_distill(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", default=None, help="teacher model folder, teacher (bundled) or hf-hub:OWNER/NAME")
-    p.add_argument("--student", default=None, help="timm architecture of the new student")
+    from kdcore.distill import FEAT_DISTANCES, LOSSES, PRESETS, SEM_MAPS, DistillConfig, RunConfig
+
+    run, dcfg = RunConfig(), DistillConfig()
+    loss = ",".join(f"{k}={w:g}" for k, w in dcfg.loss.items())
+    p.add_argument("--teacher", default=None, help=f"model folder, {run.teacher} (bundled) or hf-hub:OWNER/NAME")
+    p.add_argument("--student", default=None, help=f"timm architecture of the new student (default: {run.student})")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="run folder (config.json, checkpoints, metrics.jsonl, best/)")
     p.add_argument("--config", default=None, help="JSON config (e.g. an earlier run's config.json)")
-    p.add_argument("--preset", default=None, help="named starting config: short (<= 5 min on 2 CPU cores)")
-    p.add_argument("--loss", default=None, help="weighted terms, e.g. ce=1,kd=1,feat=1,sem=1 (also: rel)")
-    p.add_argument("--feat-distance", choices=("cosine", "l2"), default=None)
-    p.add_argument("--sem-map", choices=("lrp", "gradcam"), default=None)
-    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--preset", default=None, choices=list(PRESETS),
+                   help="named starting config; short: <= 5 min on 2 CPU cores")
+    p.add_argument("--loss", default=None, help=f"weighted terms NAME=WEIGHT of {', '.join(LOSSES)} (default: {loss})")
+    p.add_argument("--feat-distance", choices=FEAT_DISTANCES, default=None, help=f"default: {dcfg.feat_distance}")
+    p.add_argument("--sem-map", choices=SEM_MAPS, default=None, help=f"default: {dcfg.sem_map}")
+    p.add_argument("--temperature", type=float, default=None, help=f"of the kd term (default: {dcfg.temperature:g})")
     p.add_argument("--no-teacher-cache", action="store_true", help="teacher logits and maps at every step")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--size", type=int, default=None, help=f"input size of the student (default: {run.size})")
     p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
     p.add_argument("--mixup", type=float, default=None, help="mixup Beta(alpha, alpha) (needs --no-teacher-cache)")
     p.add_argument("--ema", type=float, default=None, help=EMA_HELP)
     p.add_argument("--init", default=None, help="start the student from this model folder's weights")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--split", default=None, help="split file (default: the bundled split of the reference dataset, else the user cache)")
+    p.add_argument("--split", default=None, help=SPLIT_HELP)
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
 def cmd_distill(a: argparse.Namespace) -> int:
-    from kdcore.distill import make_config, parse_loss, run
+    from kdcore.distill import config_from_options, parse_loss, run
 
-    train = {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "max_images": a.max_images, "seed": a.seed,
-             "mixup": a.mixup, "ema": a.ema}
-    distill = {"feat_distance": a.feat_distance, "sem_map": a.sem_map, "temperature": a.temperature,
-               "loss": parse_loss(a.loss) if a.loss else None, "teacher_cache": False if a.no_teacher_cache else None}
-    overrides = {"teacher": a.teacher, "student": a.student, "size": a.size, "init": a.init,
-                 "train": {k: v for k, v in train.items() if v is not None},
-                 "distill": {k: v for k, v in distill.items() if v is not None}}
-    cfg = make_config(a.preset, a.config, {k: v for k, v in overrides.items() if v is not None})
+    cfg = config_from_options(
+        a.preset, a.config, teacher=a.teacher, student=a.student, size=a.size, init=a.init,
+        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, max_images=a.max_images, seed=a.seed, mixup=a.mixup,
+        ema=a.ema, loss=parse_loss(a.loss) if a.loss else None, feat_distance=a.feat_distance, sem_map=a.sem_map,
+        temperature=a.temperature, teacher_cache=False if a.no_teacher_cache else None,
+    )
     print(f"distil {cfg.teacher} -> {cfg.student} at {cfg.size} px: {cfg.distill.describe()}", flush=True)
 
     def announce(events):
@@ -279,14 +283,14 @@ def _args_rank(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batches", type=int, default=1, help="average the score over this many stratified batches")
     p.add_argument("--inits", type=int, default=1, help="average over this many random initialisations")
     p.add_argument("--seed", type=int, default=0, help="seed of the batches (and of the random teacher)")
-    p.add_argument("--split", default=None, help="split file (default: the bundled split of the reference dataset, else the user cache)")
+    p.add_argument("--split", default=None, help=SPLIT_HELP)
     p.add_argument("--json", default=None, help="write the ranking here")
 
 
 def cmd_rank(a: argparse.Namespace) -> int:
+    from kdcore.models import load_model
     from kdcore.rank.candidates import build_candidate
     from kdcore.rank.diswot import rank_for_teacher
-    from kdcore.models import load_model
 
     teacher, info = load_model(a.teacher)
     if a.random_teacher:
@@ -351,17 +355,22 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command with its options; given ``only``, the options of that command alone (the distill options read
+    their defaults from the library, which takes seconds to import)."""
     parser = argparse.ArgumentParser(prog="python -m kdcore", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_args, _, helptext) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=helptext, description=helptext))
+        command = sub.add_parser(name, help=helptext, description=helptext)
+        if only in (None, name):
+            add_args(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else "").parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
     except KDCoreError as e:

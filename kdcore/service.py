@@ -1,7 +1,8 @@
-"""What the app does, without the UI: diagnose a slice with two models, keep the model list, zip a model folder.
+"""What the app does, without the UI: the model list, diagnosis with two models, ranking, evaluation, the runs.
 
-Every function here takes and returns plain Python / numpy / torch values, so the Gradio callbacks in ``app.py``
-only translate between widgets and these calls (and the same calls serve tests and the latency benchmark).
+Every function here takes and returns plain Python / numpy / torch values, so the Gradio callbacks in
+:mod:`kdcore_app` only translate between widgets and these calls (and the same calls serve tests and the latency
+benchmark).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import os
 import threading
 import time
 import zipfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -22,19 +24,15 @@ from torch import nn
 
 from kdcore.data.augment import to_input
 from kdcore.errors import KDCoreError
-from kdcore.paths import BUNDLED_MODELS
-from kdcore.explain import explain
+from kdcore.paths import BUNDLED_MODELS, runs_dir
+from kdcore.explain import METHODS, explain
 from kdcore.explain.render import map_scale, render_overlay
 from kdcore.data.imageio import ImageDecodeError, ImageSource, open_image, square_resize, to_grey_array
 from kdcore.models import WEIGHTS, ModelInfo, count_params, load_model, resolve_model_path
 
-#: Explanation methods shown under each model, with one line on what each shows.
-METHODS = {
-    "lrp": "LRP: how much each pixel contributed to the predicted class, traced back layer by layer (red for, "
-           "blue against).",
-    "gradcam": "Grad-CAM: which regions of the last convolutional stage drive the predicted class (coarse, "
-               "always >= 0).",
-}
+if TYPE_CHECKING:
+    from kdcore.distill import RunConfig
+
 log = logging.getLogger(__name__)
 NOTICE = "Research use only. Not a medical device: not for diagnosis or any clinical decision."
 
@@ -87,12 +85,20 @@ class ModelStore:
     def folder(self, name: str) -> Path:
         return resolve_model_path(self.ref(name))
 
+    def pull(self, repo_id: str, revision: str | None = None) -> tuple[str, Path]:
+        """Download the Hub model ``repo_id`` (``OWNER/NAME`` or ``hf-hub:OWNER/NAME``) and add it under its repo
+        id; returns that name and the local folder."""
+        from kdcore.models.hub import pull_model
+
+        folder = pull_model(repo_id, revision)
+        return self.add(repo_id.removeprefix("hf-hub:").strip(), folder), folder
+
     def get(self, name: str) -> tuple[nn.Module, ModelInfo]:
         """The loaded model (eval mode, CPU) and its info."""
         folder = self.folder(name)
         weights = folder / WEIGHTS
         if not weights.is_file():
-            hint = " (the bundled defaults are not there yet)" if name in BUNDLED_MODELS else ""
+            hint = " (the bundled defaults are not there yet)" if self.ref(name) in BUNDLED_MODELS else ""
             raise KDCoreError(f"{name}: no model at {folder}{hint}")
         key = (str(folder), weights.stat().st_mtime_ns)
         with self._lock:
@@ -139,6 +145,96 @@ def zip_model(folder: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
             if (folder / f).is_file():
                 z.write(folder / f, f"{out.stem}/{f}")
     return out
+
+
+# --- distillation runs --------------------------------------------------------------------------------------------
+class RunRegistry:
+    """The app's distillation runs: each in a new folder under ``root`` (default :func:`kdcore.paths.runs_dir`),
+    its student added to ``store`` when it is done.
+
+    Per browser session it keeps the stop flag of the run in progress and the count of runs queued. Cancel never
+    kills a run's task: it sets the flag, and the run ends itself with a ``stopped`` event in its own stream, so no
+    late progress message can overwrite that status. Runs still queued are dropped when they reach the front.
+    """
+
+    #: The named starting point (:data:`kdcore.distill.PRESETS`) of every run; the options given override it.
+    preset = "short"
+
+    def __init__(self, store: ModelStore, root: str | os.PathLike | None = None) -> None:
+        self.store = store
+        self.root = Path(root) if root is not None else runs_dir()
+        self._lock = threading.Lock()
+        self._running: dict[str, threading.Event] = {}
+        self._queued: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+
+    def defaults(self) -> RunConfig:
+        """The :class:`~kdcore.distill.RunConfig` a run gets when no option is given."""
+        from kdcore.distill import make_config
+
+        return make_config(self.preset)
+
+    def queued(self, session: str) -> None:
+        """Count a run the session submitted; it waits in the queue until :meth:`run` starts it."""
+        with self._lock:
+            self._queued[session] += 1
+
+    def cancel(self, session: str) -> bool:
+        """Stop the session's running run and drop its queued ones; False when it has none."""
+        with self._lock:
+            stop = self._running.get(session)
+            if stop is not None:
+                stop.set()
+            self._dropped[session] = self._queued[session]
+            return stop is not None or self._queued[session] > 0
+
+    def run(self, session: str, teacher: str, data: str, **options) -> Iterator[dict]:
+        """Start the session's next queued run: distill the store's ``teacher`` on the labelled folder ``data``,
+        the preset overridden by ``options`` (flat, as :func:`kdcore.distill.config_from_options` takes them).
+
+        Yields ``{"event": "dropped"}`` alone when the run was cancelled while queued. Otherwise
+        ``{"event": "start", "config": RunConfig, "out": Path}``, then :func:`kdcore.distill.run`'s events; the
+        ``done`` event gains ``name``, the new student's name in the store.
+        """
+        from kdcore.distill import config_from_options, run
+
+        stop = self._begin(session)
+        if stop is None:
+            yield {"event": "dropped"}
+            return
+        try:
+            _check_data(data)
+            cfg = config_from_options(self.preset, teacher=self.store.ref(teacher), **options)
+            out = self.new_dir(cfg.student)
+            yield {"event": "start", "config": cfg, "out": out}
+            for ev in run(cfg, data, out, stop=stop):
+                if ev["event"] == "done":
+                    ev = ev | {"name": self.store.add(f"distilled/{out.name}", ev["best_dir"])}
+                yield ev
+        finally:
+            with self._lock:
+                self._running.pop(session, None)
+
+    def new_dir(self, arch: str) -> Path:
+        """A new, empty ``ROOT/<time>-<arch>`` folder (``-2``, ``-3``, ... when a run began in the same second)."""
+        stem, k = f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}", 1
+        while True:
+            out = self.root / (stem if k == 1 else f"{stem}-{k}")
+            try:
+                out.mkdir(parents=True)
+                return out
+            except FileExistsError:
+                k += 1
+
+    def _begin(self, session: str) -> threading.Event | None:
+        """The starting run's stop flag, or None when it was cancelled while queued."""
+        with self._lock:
+            self._queued[session] = max(self._queued[session] - 1, 0)
+            if self._dropped[session]:
+                self._dropped[session] -= 1
+                return None
+            stop = self._running[session] = threading.Event()
+            return stop
 
 
 # --- diagnose -----------------------------------------------------------------------------------------------------
@@ -259,6 +355,23 @@ def rank_students(store: ModelStore, teacher: str, data: str, **options) -> list
     ``options`` (names, max_params, max_latency_ms, variant, batch_size, ...), holding the model's lock."""
     from kdcore.rank.diswot import rank_for_teacher
 
+    _check_data(data)
     model, info = store.get(teacher)
     with store.lock(model):
         return rank_for_teacher(model, info.spec, info.class_names, data, **options)
+
+
+# --- evaluate -----------------------------------------------------------------------------------------------------
+def evaluate_models(store: ModelStore, names: list[str], data: str) -> list[dict]:
+    """:func:`kdcore.engine.evaluate.evaluate` of each of the store's ``names`` on ``data``, each with its ``name``."""
+    from kdcore.engine.evaluate import evaluate
+
+    if not names:
+        raise KDCoreError("Pick at least one model.")
+    _check_data(data)
+    return [{"name": n, **evaluate(str(store.folder(n)), data)} for n in names]
+
+
+def _check_data(data: str) -> None:
+    if not data:
+        raise KDCoreError("Give the labelled data folder (one sub-folder per class).")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import Sequence
 
 from kdcore.errors import KDCoreError
 from kdcore.models import WEIGHTS, resolve_model_path
@@ -14,11 +15,18 @@ from kdcore.models.hub import MODEL_FILES, _repo_id
 
 ENTRY_POINT = '"""The Space\'s entry point: kdcore\'s Gradio app on the bundled models."""\n\n' \
               "from kdcore_app import launch\n\nlaunch()\n"
-_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "space_template")
 
 
 def _package_dir(name: str) -> Path:
     return Path(str(files(name)))
+
+
+def _make_writable(folder: Path) -> None:
+    """Give the owner write access throughout ``folder`` (a copy of a read-only installed package is the user's)."""
+    for path in (folder, *folder.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
 
 
 def assemble_space(
@@ -40,7 +48,8 @@ def assemble_space(
             raise KDCoreError(f"{src}: no model to bundle as the Space's {name}")
     out.mkdir(parents=True, exist_ok=True)
     for package in ("kdcore", "kdcore_app"):
-        shutil.copytree(_package_dir(package), out / package, ignore=_IGNORE)
+        shutil.copytree(_package_dir(package), out / package, ignore=_IGNORE, copy_function=shutil.copyfile)
+    _make_writable(out)
     for name, src in sources.items():
         dest = out / "kdcore" / "bundled" / "models" / name
         if src.resolve() != dest.resolve():
@@ -48,11 +57,10 @@ def assemble_space(
             dest.mkdir(parents=True)
             for f in MODEL_FILES:
                 if (src / f).is_file():
-                    shutil.copy2(src / f, dest / f)
+                    shutil.copyfile(src / f, dest / f)
     template = _package_dir("kdcore_app") / "space_template"
-    shutil.rmtree(out / "kdcore_app" / "space_template")
     (out / "app.py").write_text(ENTRY_POINT)
-    shutil.copy2(template / "requirements.txt", out / "requirements.txt")
+    shutil.copyfile(template / "requirements.txt", out / "requirements.txt")
     card = SpaceCard.load(template / "README.md")
     if models:
         card.data.models = [_repo_id(m) for m in models]

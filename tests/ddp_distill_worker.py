@@ -9,11 +9,11 @@ import sys
 
 import torch
 
+from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import TensorSet, TrainData
 from kdcore.distill import DistillConfig, Distiller
-from kdcore.data.imageio import InputSpec
-from kdcore.models import create_model
 from kdcore.engine.loop import TrainConfig, fit
+from kdcore.models import create_model
 
 torch.set_num_threads(1)
 out = sys.argv[1]

@@ -20,8 +20,6 @@ gr = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def _png_header_only(w: int, h: int) -> bytes:
     """A PNG whose header claims ``w`` x ``h`` (no real pixel data): a 20000x20000 upload without 400 MB."""
@@ -52,9 +50,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def app(tiny_model_dir, tiny_data, tmp_path_factory):
     """The app on 127.0.0.1 (random port): teacher = tiny 32 px test_resnet, student = a 48 px one."""
-    import sys
-
-    sys.path.insert(0, str(REPO))
     from kdcore_app import build_demo
     from kdcore.data.imageio import InputSpec
     from kdcore.models import ModelInfo, create_model, save_model
@@ -156,13 +151,13 @@ def test_rank_students(client, tiny_data):
         client.predict("teacher", str(tiny_data), 0.001, None, "original", "test_resnet", 8, api_name="/rank")
 
 
-def _distil_args(data, epochs=1, images=16, arch="test_resnet", size=32, **w):
+def _distill_args(data, epochs=1, images=16, arch="test_resnet", size=32, **w):
     weights = {"ce": 1.0, "kd": 1.0, "feat": 0.0, "sem": 0.0, "rel": 0.0} | w
     return ["teacher", arch, size, epochs, images, *weights.values(), 4.0, "lrp", "cosine", str(data)]
 
 
-def test_distil_run_joins_model_list_zip_and_diagnose(app, client, tiny_data, files):
-    status, plot, name = client.predict(*_distil_args(tiny_data, sem=1.0), api_name="/distil")
+def test_distill_run_joins_model_list_zip_and_diagnose(app, client, tiny_data, files):
+    status, plot, name = client.predict(*_distill_args(tiny_data, sem=1.0), api_name="/distill")
     assert status.startswith("Done") and name.startswith("distilled/")
     zpath = client.predict(name, api_name="/zip_model")
     assert sorted(Path(n).name for n in zipfile.ZipFile(zpath).namelist()) == [
@@ -170,11 +165,11 @@ def test_distil_run_joins_model_list_zip_and_diagnose(app, client, tiny_data, fi
     assert _diagnose(client, files["slice"], student=name)[2]["label"] in CLASSES
 
 
-def test_distil_failure_reports_and_app_keeps_serving(client, tiny_data, files):
+def test_distill_failure_reports_and_app_keeps_serving(client, tiny_data, files):
     with pytest.raises(AppError, match="unknown architecture"):
-        client.predict(*_distil_args(tiny_data, arch="no_such_net"), api_name="/distil")
+        client.predict(*_distill_args(tiny_data, arch="no_such_net"), api_name="/distill")
     with pytest.raises(AppError, match="data folder"):
-        client.predict(*_distil_args(""), api_name="/distil")
+        client.predict(*_distill_args(""), api_name="/distill")
     assert _diagnose(client, files["slice"])[0]["label"] in CLASSES
 
 
@@ -185,17 +180,17 @@ def _wait_for(job, codes, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-def test_distil_one_at_a_time_and_cancel(app, tiny_data):
+def test_distill_one_at_a_time_and_cancel(app, tiny_data):
     from gradio_client.utils import Status
 
     running = (Status.PROCESSING, Status.ITERATING)
     a, b = Client(app["url"], verbose=False), Client(app["url"], verbose=False)
-    first = a.submit(*_distil_args(tiny_data, epochs=100), api_name="/distil")
+    first = a.submit(*_distill_args(tiny_data, epochs=100), api_name="/distill")
     _wait_for(first, running)
-    second = b.submit(*_distil_args(tiny_data, epochs=100), api_name="/distil")
+    second = b.submit(*_distill_args(tiny_data, epochs=100), api_name="/distill")
     _wait_for(second, (Status.IN_QUEUE,))  # waits its turn: one run at a time per app
     assert second.status().queue_size is not None
-    a.predict(api_name="/cancel_distil")
+    a.predict(api_name="/cancel_distill")
     _wait_for(second, running)  # the queued run starts once the first has stopped itself
     deadline = time.time() + 30  # the first job's client-side future may lag the server by a poll
     while not first.done():
@@ -203,28 +198,8 @@ def test_distil_one_at_a_time_and_cancel(app, tiny_data):
         time.sleep(0.1)
     assert first.result(timeout=30)[0].startswith("Cancelled at epoch")  # the run's own last message
     # (its final output: outputs() may lack a message yielded just before the end, which arrives as the result)
-    b.predict(api_name="/cancel_distil")
+    b.predict(api_name="/cancel_distill")
     assert second.result(timeout=60)[0].startswith("Cancelled at epoch")
-
-
-def test_cancel_drops_queued_runs_and_only_those():
-    import sys
-
-    sys.path.insert(0, str(REPO))
-    from kdcore_app.demo import DistilRuns
-
-    runs = DistilRuns()
-    assert not runs.cancel("s")  # nothing to cancel: the next run is not pre-cancelled
-    runs.queued("s")
-    stop = runs.begin("s")
-    assert stop is not None and not stop.is_set()
-    runs.queued("s")  # a second click waits behind the first
-    assert runs.cancel("s") and stop.is_set()
-    runs.end("s")
-    assert runs.begin("s") is None  # the queued one is dropped when it reaches the front
-    runs.queued("s")
-    assert runs.begin("s") is not None  # a later run is not
-    assert runs.begin("other") is not None
 
 
 def test_hub_pull_and_push(client, tmp_path, monkeypatch):
@@ -238,15 +213,3 @@ def test_hub_pull_and_push(client, tmp_path, monkeypatch):
             client.predict("owner/missing", "", api_name="/pull")
         with pytest.raises(AppError, match="OWNER/NAME"):
             client.predict("student", "not a repo", "", False, api_name="/push")
-
-
-def test_runs_that_start_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
-    import sys
-
-    sys.path.insert(0, str(REPO))
-    import kdcore_app.demo as app_module
-
-    monkeypatch.setattr(app_module.time, "strftime", lambda fmt: "20261127-140527")
-    first, second = (app_module._new_run_dir(tmp_path, "arch") for _ in range(2))
-    assert (first.name, second.name) == ("20261127-140527-arch", "20261127-140527-arch-2")
-    assert second.is_dir() and not list(second.iterdir())

@@ -1,4 +1,4 @@
-"""The app in Debian's chromium through Playwright: upload, both predictions and four heatmaps, tabs, distil + cancel.
+"""The app in Debian's chromium through Playwright: upload, both predictions and four heatmaps, tabs, distill + cancel.
 
 Needs ``apt-get install chromium`` and ``pip install playwright`` (no ``playwright install``: no browser download).
 Screenshots go to ``<tmp>/screenshots`` (path printed).
@@ -36,7 +36,7 @@ def page(app):  # noqa: F811
         browser.close()
 
 
-def test_upload_tabs_distil_cancel(page, app, files, tmp_path_factory):  # noqa: F811
+def test_upload_tabs_distill_cancel(page, app, files, tmp_path_factory):  # noqa: F811
     shots = Path(os.environ.get("KDCORE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
     print(f"screenshots in {shots}")
     expect = sync_api.expect
@@ -62,14 +62,14 @@ def test_upload_tabs_distil_cancel(page, app, files, tmp_path_factory):  # noqa:
         page.get_by_role("tab", name=tab).click()
         page.screenshot(path=str(shots / f"tab-{tab.split()[0].lower()}.png"))
 
-    page.get_by_role("tab", name="Distil").click()
-    page.locator("#distil-epochs input").fill("100")
-    page.locator("#distil-start").click()
-    expect(page.locator("#distil-status")).to_contain_text(re.compile("epoch|Teacher cache|Starting"))
-    page.screenshot(path=str(shots / "distil-running.png"), full_page=True)
-    page.locator("#distil-cancel").click()
-    expect(page.locator("#distil-status")).to_contain_text(re.compile("Cancelled (at epoch|before it started)"))
-    expect(page.locator("#distil-cancel")).to_have_text("Cancel")  # re-armed for the next run
-    expect(page.locator("#distil-cancel")).to_be_enabled()
-    page.screenshot(path=str(shots / "distil-cancelled.png"), full_page=True)
+    page.get_by_role("tab", name="Distill").click()
+    page.locator("#distill-epochs input").fill("100")
+    page.locator("#distill-start").click()
+    expect(page.locator("#distill-status")).to_contain_text(re.compile("epoch|Teacher cache|Starting"))
+    page.screenshot(path=str(shots / "distill-running.png"), full_page=True)
+    page.locator("#distill-cancel").click()
+    expect(page.locator("#distill-status")).to_contain_text(re.compile("Cancelled (at epoch|before it started)"))
+    expect(page.locator("#distill-cancel")).to_have_text("Cancel")  # re-armed for the next run
+    expect(page.locator("#distill-cancel")).to_be_enabled()
+    page.screenshot(path=str(shots / "distill-cancelled.png"), full_page=True)
     assert len(list(shots.glob("*.png"))) == 7

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdcore.rank.candidates import CANDIDATES, build_candidate, candidate_table
-from kdcore.errors import KDCoreError
 from kdcore.data.imageio import InputSpec
+from kdcore.errors import KDCoreError
 from kdcore.models import count_params
+from kdcore.rank.candidates import CANDIDATES, build_candidate, candidate_table
 
 SPEC = InputSpec(size=32)
 

@@ -46,3 +46,29 @@ def test_missing_and_empty_folders(tmp_path):
     (tmp_path / "empty" / "a").mkdir()
     with pytest.raises(KDCoreError, match="hold no image files"):
         load_records(tmp_path / "empty")
+
+
+def test_linked_files_and_folders_are_followed_and_named_as_listed(tmp_path, caplog):
+    store = make_dataset(tmp_path / "store", per_class=2)
+    root = tmp_path / "linked"
+    for name in CLASSES[1:]:
+        (root / name).mkdir(parents=True)
+        for f in sorted((store / name).iterdir()):
+            (root / name / f"link-{f.name}").symlink_to(f)
+    (root / CLASSES[0]).symlink_to(store / CLASSES[0], target_is_directory=True)  # a whole class folder linked
+    (root / "notumor" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (store / CLASSES[0] / "loop").symlink_to(store / CLASSES[0], target_is_directory=True)
+    (root / ".hidden").mkdir()
+    rec = load_records(root)
+    assert rec.class_names == CLASSES and rec.class_counts() == {c: 2 for c in CLASSES}
+    assert rec.ids[:3] == ["glioma/glioma_000.jpg", "glioma/glioma_001.jpg", "meningioma/link-meningioma_000.jpg"]
+    assert all(s.startswith(str(root)) for s in rec.sources)  # the links' own paths, not their targets
+    assert "gone.jpg" in caplog.text
+    assert len(decode_cached(rec, 16).records) == 8
+
+
+def test_a_class_folder_without_images_is_an_error(tmp_path):
+    root = make_dataset(tmp_path / "d", per_class=1)
+    (root / "extra").mkdir()
+    with pytest.raises(KDCoreError, match="extra hold no image files"):
+        load_records(root)

@@ -6,9 +6,9 @@ import numpy as np
 from PIL import Image
 
 from conftest import make_dataset
-from kdcore.data.pack import ensure_split
 from kdcore.data.dataset import load_records
 from kdcore.data.dedup import find_duplicates
+from kdcore.data.pack import ensure_split
 from kdcore.data.split import Split, stratified_group_split
 
 
@@ -63,3 +63,12 @@ def test_split_file_is_made_once_and_reused(tmp_path):
     tr, va = Split.load(path).indices(rec)
     pair = {rec.ids.index("glioma/glioma_000.jpg"), rec.ids.index("glioma/copy_exact.jpg")}
     assert pair <= set(tr.tolist()) or pair <= set(va.tolist())
+
+
+def test_user_data_split_goes_to_the_user_cache_never_the_package(tmp_path):
+    from kdcore.paths import bundled, cache_dir
+
+    rec = load_records(make_dataset(tmp_path / "mine", per_class=5))
+    _, path = ensure_split(rec)
+    assert path.parent == cache_dir() / "splits" and path.name.startswith(f"{tmp_path.name}-mine-")
+    assert not path.is_relative_to(bundled())

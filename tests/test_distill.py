@@ -7,15 +7,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdcore.data.augment import AugmentConfig, random_affine
 from kdcore.cli import main
-from kdcore.data.pack import load_train_data
-from kdcore.distill import DistillConfig, Distiller, RunConfig, make_config, parse_loss, run
-from kdcore.distill.teacher_cache import build_cache, cached_maps, teacher_maps
-from kdcore.errors import KDCoreError
+from kdcore.data.augment import AugmentConfig, random_affine
 from kdcore.data.imageio import InputSpec
-from kdcore.models import create_model, load_model
+from kdcore.data.pack import load_train_data
+from kdcore.distill import (
+    LOSSES, DistillConfig, Distiller, RunConfig, config_from_options, make_config, parse_loss, register_loss, run,
+)
+from kdcore.distill.distiller import adapt_input
+from kdcore.distill.teacher_cache import build_cache, cached_maps, teacher_maps
 from kdcore.engine.loop import TrainConfig, run_to_end
+from kdcore.errors import KDCoreError
+from kdcore.models import create_model, load_model
 
 SPEC = InputSpec(size=32)
 ALL_TERMS = {"ce": 1.0, "kd": 1.0, "feat": 1.0, "sem": 1.0, "rel": 1.0}
@@ -70,6 +73,36 @@ def test_config_round_trip_and_precedence(tmp_path):
         DistillConfig(sem_map="saliency")
     with pytest.raises(KDCoreError, match="preset"):
         make_config("long")
+
+
+def test_flat_options_build_the_same_config_as_nested_overrides():
+    cfg = config_from_options("short", teacher="t", student=None, epochs=2, lr=None, loss={"ce": 1, "sem": 1},
+                              sem_map="gradcam", teacher_cache=False)
+    assert cfg == make_config("short", overrides={"teacher": "t", "train": {"epochs": 2}, "distill": {
+        "loss": {"ce": 1, "sem": 1}, "sem_map": "gradcam", "teacher_cache": False}})
+    with pytest.raises(KDCoreError, match="unknown run option"):
+        config_from_options(epoch=2)
+
+
+def test_a_registered_term_is_weighted_and_summed(tiny_model_dir, data):
+    @register_loss("l1", "mean |z_s - z_t|", ("logits",), lambda c: "logits")
+    def _l1(d, s):
+        return (s.logits - s.teacher["logits"]).abs().mean()
+
+    try:
+        with pytest.raises(ValueError, match="registered already"):
+            register_loss("l1", "again")(_l1)
+        cfg = DistillConfig(loss={"l1": 0.5, "ce": 1}, teacher_cache=False)
+        assert cfg.describe() == "1*ce + 0.5*l1(logits)" and cfg.teacher_needs == {"logits"}
+        teacher, info = load_model(tiny_model_dir)
+        d = Distiller(create_model("test_resnet", 4, SPEC), teacher, SPEC, info.spec, cfg)
+        x, y = torch.randn(4, 1, 32, 32), data.train.labels[:4]
+        logits, terms = d(x, y, None, torch.arange(4))
+        with torch.no_grad():
+            t = teacher(adapt_input(x, SPEC, info.spec))
+        assert list(terms) == ["ce", "l1"] and torch.allclose(terms["l1"], 0.5 * (logits - t).abs().mean())
+    finally:
+        del LOSSES["l1"]
 
 
 def test_teacher_cache_reused_and_warped(tiny_model_dir, data):

@@ -6,16 +6,13 @@ import json
 
 import pytest
 import torch
-from captum.attr import LayerGradCam
 
-from kdcore.rank.candidates import build_candidate
 from kdcore.cli import main
-from kdcore.rank.diswot import (
-    VARIANTS, class_maps, class_similarity, compare, gradcam_maps, matrix_distance, model_terms, rank,
-    relation_matrix, stratified_batches,
-)
-from kdcore.errors import KDCoreError
 from kdcore.data.imageio import InputSpec
+from kdcore.errors import KDCoreError
+from kdcore.explain.class_maps import class_similarity, relation_matrix
+from kdcore.rank.candidates import build_candidate
+from kdcore.rank.diswot import SCORES, compare, matrix_distance, model_terms, rank, stratified_batches
 
 SPEC = InputSpec(size=64)
 
@@ -59,21 +56,6 @@ def test_distances():
         matrix_distance(a, b, "l1")
 
 
-def test_gradcam_at_feature_map_equals_captum(teacher, batches):
-    x = batches[0]
-    with torch.no_grad():
-        feats = teacher.forward_features(x)
-    ours = gradcam_maps(teacher, feats, 4)
-    layer = LayerGradCam(teacher, teacher.layer4)
-    for k in range(4):
-        theirs = layer.attribute(x, target=k, relu_attributions=True)[:, 0]
-        assert torch.allclose(ours[k], theirs, atol=1e-5)
-    maps = class_maps(teacher, x, "gradcam", map_size=6)
-    assert maps.shape == (4, 36)
-    with pytest.raises(KDCoreError):
-        class_maps(teacher, x, "saliency")
-
-
 def test_score_is_zero_for_the_teacher_itself_and_negative_otherwise(teacher, batches):
     ref = model_terms(teacher, batches)
     same = compare(ref, model_terms(teacher, batches))
@@ -90,19 +72,17 @@ def test_rank_is_deterministic_sorted_and_computes_the_teacher_once(teacher, bat
     forward = teacher.forward_features
     monkeypatch.setattr(teacher, "forward_features", lambda x: calls.append(1) or forward(x))
     names = ["test_resnet", "test_efficientnet", "test_resnet"]
-    rows = rank(teacher, names, batches, SPEC, VARIANTS["original"])
+    rows = rank(teacher, names, batches, SPEC, SCORES["original"])
     assert len(calls) == len(batches)  # once per batch for the whole ranking, not per candidate
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
-    again = rank(teacher, names, batches, SPEC, VARIANTS["original"])
+    again = rank(teacher, names, batches, SPEC, SCORES["original"])
     assert [(r["name"], r["score"]) for r in rows] == [(r["name"], r["score"]) for r in again]
     seeds = rank(teacher, ["test_resnet"], batches, SPEC, seeds=(0, 1, 2))[0]
     assert seeds["score"] != rows[0]["score"] and seeds["score_std"] > 0
 
 
-def test_thesis_variant_lrp_maps_and_cosine(teacher, batches):
-    maps = class_maps(teacher, batches[0][:4], "lrp", map_size=8)
-    assert maps.shape == (4, 64) and maps.isfinite().all()
-    rows = rank(teacher, ["test_efficientnet"], batches, SPEC, VARIANTS["thesis"])
+def test_thesis_variant_scores_with_lrp_maps_and_cosine(teacher, batches):
+    rows = rank(teacher, ["test_efficientnet"], batches, SPEC, SCORES["thesis"])
     assert -4 <= rows[0]["score"] < 0 and rows[0]["score"] == pytest.approx(-(rows[0]["m_s"] + rows[0]["m_r"]))
 
 

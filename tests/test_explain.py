@@ -8,7 +8,7 @@ from PIL import Image
 
 from kdcore.cli import main
 from kdcore.errors import KDCoreError
-from kdcore.explain import class_maps, explain, render_overlay, student_map
+from kdcore.explain import METHODS, class_maps, explain, render_overlay, student_map
 from kdcore.explain.gradcam import gradcam_layer
 
 
@@ -24,7 +24,7 @@ def tiny(arch: str = "test_resnet", dtype: torch.dtype = torch.float32) -> torch
     return model.eval()
 
 
-@pytest.mark.parametrize("method", ["lrp", "gradcam"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_explain_shapes_and_targets(method):
     model, x = tiny(), torch.randn(3, 1, 64, 48)
     predicted = explain(model, x, None, method)
@@ -33,24 +33,40 @@ def test_explain_shapes_and_targets(method):
         top = model(x).argmax(1)
     assert torch.equal(explain(model, x, top, method), predicted)
     assert torch.equal(explain(model, x, 2, method), explain(model, x, torch.tensor([2, 2, 2]), method))
+    per_class = class_maps(model, x, method)  # at input size; on a ResNet both Grad-CAMs weigh the same layer
+    assert per_class.shape == (3, 4, 64, 48) and not per_class.requires_grad
+    assert torch.allclose(per_class[:, 2], explain(model, x, 2, method), atol=1e-6)
     assert class_maps(model, x, method, (8, 6)).shape == (3, 4, 8, 6)
     with pytest.raises(KDCoreError):
         explain(model, x, 7, method)
 
 
 def test_unknown_method_is_a_clear_error():
-    with pytest.raises(KDCoreError, match="choose from lrp, gradcam"):
-        explain(tiny(), torch.randn(1, 1, 32, 32), None, "shap")
+    model, x = tiny(), torch.randn(1, 1, 32, 32)
+    for call in (explain, student_map, class_maps):
+        with pytest.raises(KDCoreError, match="choose from lrp, gradcam"):
+            call(model, x, method="shap")
 
 
-@pytest.mark.parametrize("arch", ["test_resnet", "mobilenetv3_small_050"])
+#: arch -> the layer that outputs ``forward_features`` (timm's last feature stage, but for EfficientNet's head conv)
+PRE_POOLING = {"test_resnet": "layer4", "mobilenetv3_small_050": "blocks", "test_efficientnet": "bn2"}
+
+
+@pytest.mark.parametrize("arch", list(PRE_POOLING))
 def test_gradcam_equals_captum(arch):
+    """Both Grad-CAMs: :func:`explain` at timm's last feature stage (upsampled to the input) and
+    :func:`class_maps` at the pre-pooling map, every class from one backbone pass."""
     from captum.attr import LayerGradCam
 
     model, x, target = tiny(arch), torch.randn(2, 1, 96, 96), torch.tensor([0, 3])
     reference = LayerGradCam(model, gradcam_layer(model)).attribute(x, target=target, relu_attributions=True).detach()
     reference = torch.nn.functional.interpolate(reference, size=(96, 96), mode="bilinear", align_corners=False)[:, 0]
     assert torch.allclose(explain(model, x, target, "gradcam"), reference, atol=1e-6 * float(reference.abs().max()))
+    layer = LayerGradCam(model, model.get_submodule(PRE_POOLING[arch]))
+    per_class = [layer.attribute(x, target=k, relu_attributions=True).detach()[:, 0] for k in range(4)]
+    reference = torch.stack(per_class, 1)
+    ours = class_maps(model, x, "gradcam", tuple(reference.shape[-2:]))
+    assert torch.allclose(ours, reference, atol=1e-6 * float(reference.abs().max()))
 
 
 def test_student_lrp_map_is_lrp0():
@@ -71,7 +87,7 @@ def test_student_lrp_map_is_lrp0():
     assert torch.allclose(student_map(model, x, 1, "lrp"), lrp0.sum(1), atol=1e-9)
 
 
-@pytest.mark.parametrize("method", ["lrp", "gradcam"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_student_map_gradients_match_finite_differences(method):
     """Directional finite differences, float64, for every parameter tensor (conv, BatchNorm, classifier).
 
@@ -109,7 +125,7 @@ def test_grouped_conv_first_and_second_derivatives(stride, padding, dilation, gr
     x = torch.randn(2, 6, 9, 8, dtype=torch.float64, generator=gen, requires_grad=True)
     w = torch.randn(6, 6 // groups, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
     conf = ((stride, stride), (padding, padding), (dilation, dilation), groups)
-    fn = lambda x, w: GroupedConv2d.apply(x, w, *conf)  # noqa: E731
+    fn = lambda x, w: GroupedConv2d.apply(x, w, *conf)
     assert torch.equal(fn(x, w), torch.nn.functional.conv2d(x, w, None, stride, padding, dilation, groups))
     assert torch.autograd.gradcheck(fn, (x, w)) and torch.autograd.gradgradcheck(fn, (x, w))
 
@@ -159,7 +175,7 @@ def test_render_overlay_at_upload_size(tmp_path):
 
 
 def test_cli_explain(tiny_model_dir, tiny_data, tmp_path, capsys):
-    image = sorted((tiny_data / "glioma").glob("*.jpg"))[0]
+    image = min((tiny_data / "glioma").glob("*.jpg"))
     out = tmp_path / "map.png"
     assert main(["explain", "--model", str(tiny_model_dir), "--image", str(image), "--method", "gradcam",
                  "--target", "pituitary", "--out", str(out)]) == 0

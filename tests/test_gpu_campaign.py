@@ -1,19 +1,19 @@
-"""bench/gpu_campaign.py: the plan's commands parse with today's CLI, and the results pack keeps the small files."""
+"""scripts/gpu_campaign.py: the plan's commands parse with today's CLI, and the results pack keeps the small files."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-import sys
+import importlib.util
 import tarfile
+from pathlib import Path
 
 import pytest
 
+from bench import distill_ablation
 from kdcore.cli import build_parser
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from scripts import gpu_campaign
 
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-gpu_campaign = pytest.importorskip("gpu_campaign")
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("tiny,shipped", [(False, False), (True, False), (False, True)])
@@ -30,19 +30,19 @@ def test_plan_commands_parse(tiny, shipped, tmp_path):
     assert all(prio == 0 for n, _, prio in stage1 if n.startswith("teacher"))
     parser = build_parser()
     for name, argv, _ in stage1 + stage2:
-        if argv[:2] == ["-m", "kdcore"]:
+        assert argv[0] == "-m", name
+        if argv[1] == "kdcore":
             parser.parse_args(argv[2:])  # exits (SystemExit) on an unknown flag
         else:
-            assert (REPO_ROOT / argv[0]).is_file() and "--only" in argv, name
+            assert argv[1].startswith("bench.") and importlib.util.find_spec(argv[1]) and "--only" in argv, name
             key = argv[argv.index("--only") + 1]
             assert name.endswith(key)
 
 
-def test_pack_results_keeps_small_files_and_student_weights(tmp_path, monkeypatch):
-    repo = tmp_path / "repo"
-    (repo / "models" / "teacher").mkdir(parents=True)
-    (repo / "models" / "teacher" / "model.safetensors").write_bytes(b"t" * 100)
-    monkeypatch.setattr(gpu_campaign, "REPO", repo)
+def test_pack_results_keeps_small_files_and_student_weights(tmp_path):
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "model.safetensors").write_bytes(b"t" * 100)
     runs = tmp_path / "runs"
     files = {
         "student-a/best/model.safetensors": b"s" * 3000, "student-a/metrics.jsonl": b"{}\n",
@@ -55,23 +55,20 @@ def test_pack_results_keeps_small_files_and_student_weights(tmp_path, monkeypatc
         (runs / rel).write_bytes(data)
     out = tmp_path / "out"
     out.mkdir()
-    parts = gpu_campaign.pack_results(out, runs)
+    parts = gpu_campaign.pack_results(out, runs, teacher=teacher)
     blob = b"".join((out / p).read_bytes() for p in parts)
     (tmp_path / "all.tar").write_bytes(blob)
     with tarfile.open(tmp_path / "all.tar") as tar:
         names = set(tar.getnames())
-    assert {"models/teacher/model.safetensors", "runs/student-a/best/model.safetensors", "runs/student-a/metrics.jsonl",
+    assert {"kdcore/bundled/models/teacher/model.safetensors", "runs/student-a/best/model.safetensors", "runs/student-a/metrics.jsonl",
             "runs/teacher-x/best/config.json", "runs/ablation/r/2-kd/seed0/cell.json", "runs/logs/teacher-x.log"} <= names
     assert not {"runs/student-a/checkpoint.safetensors", "runs/teacher-x/best/model.safetensors",
                 "runs/ablation/r/2-kd/seed0/best/model.safetensors"} & names
 
 
-def test_pack_results_adds_cut_cells_checkpoints_furthest_first_within_budget(tmp_path, monkeypatch):
+def test_pack_results_adds_cut_cells_checkpoints_furthest_first_within_budget(tmp_path):
     import json
 
-    repo = tmp_path / "repo"
-    (repo / "models" / "teacher").mkdir(parents=True)
-    monkeypatch.setattr(gpu_campaign, "REPO", repo)
     runs = tmp_path / "runs"
     for seed, (epoch, kib) in enumerate(((3, 600), (11, 600), (7, 600), (1, 10))):  # cut cells
         cell = runs / "ablation" / "m" / "4-thesis" / f"seed{seed}"
@@ -86,7 +83,7 @@ def test_pack_results_adds_cut_cells_checkpoints_furthest_first_within_budget(tm
     (done / "checkpoint.safetensors").write_bytes(b"c" * 10)
     out = tmp_path / "out"
     out.mkdir()
-    parts = gpu_campaign.pack_results(out, runs, budget_mb=1, teacher=False)
+    parts = gpu_campaign.pack_results(out, runs, budget_mb=1)
     (tmp_path / "all.tar").write_bytes(b"".join((out / p).read_bytes() for p in parts))
     with tarfile.open(tmp_path / "all.tar") as tar:
         names = set(tar.getnames())
@@ -94,7 +91,7 @@ def test_pack_results_adds_cut_cells_checkpoints_furthest_first_within_budget(tm
     assert {f"{cell}1/checkpoint.safetensors", f"{cell}1/checkpoint.json", f"{cell}1/best/model.safetensors"} <= names
     assert not {f"{cell}0/checkpoint.safetensors", f"{cell}2/checkpoint.safetensors"} & names  # over the budget
     assert f"{cell}3/checkpoint.safetensors" in names  # the last, but small enough for what is left
-    assert not any(n.startswith("models/teacher") for n in names)  # --shipped-teacher: the repo has it
+    assert not any(n.startswith("kdcore/") for n in names)  # --shipped-teacher: the repo has it
     assert "runs/ablation/m/2-kd/seed0/checkpoint.safetensors" not in names  # finished: nothing to resume
 
 
@@ -126,7 +123,6 @@ def test_finished_cells_are_the_committed_ones():
 
 
 def test_tuning_variants_change_only_their_knob():
-    distill_ablation = pytest.importorskip("distill_ablation")
     assert distill_ablation.variant("2-kd@T2") == ("2-kd", {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 2.0})
     base, spec = distill_ablation.variant("4-thesis@w0.1")
     assert base == "4-thesis" and spec["loss"] == {"ce": 1.0, "kd": 1.0, "feat": 0.1, "sem": 0.1}
@@ -172,7 +168,6 @@ def test_a_cell_cut_after_training_comes_back_without_its_checkpoint_and_trains_
         tmp_path, tiny_data, tiny_model_dir):
     import json
 
-    distill_ablation = pytest.importorskip("distill_ablation")
     runs = tmp_path / "runs"
 
     def argv(cells: Path) -> list[str]:
@@ -187,7 +182,7 @@ def test_a_cell_cut_after_training_comes_back_without_its_checkpoint_and_trains_
     assert gpu_campaign.cut_cells(runs) == [cell] and gpu_campaign.trained_out(cell)
     out = tmp_path / "out"
     out.mkdir()
-    parts = gpu_campaign.pack_results(out, runs, teacher=False)
+    parts = gpu_campaign.pack_results(out, runs)
     back = tmp_path / "back"
     (tmp_path / "all.tar").write_bytes(b"".join((out / p).read_bytes() for p in parts))
     with tarfile.open(tmp_path / "all.tar") as tar:
@@ -199,6 +194,14 @@ def test_a_cell_cut_after_training_comes_back_without_its_checkpoint_and_trains_
     again = json.loads((came / "cell.json").read_text())
     assert (came / "metrics.jsonl").read_text() == log and not list(came.glob("checkpoint*"))  # no epoch ran
     assert again["pred"] == first["pred"] and again["best_epoch"] == first["best_epoch"]
+    report = [*argv(back / "runs" / "ablation")[:-2], "--configs", "2-kd", "--seeds", "0", "--report"]
+    assert distill_ablation.main(report) == 0  # tabulated through bench.report: JSON, markdown, command
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert table["command"].startswith("python -m bench.distill_ablation --data ") and table["command"].endswith(
+        "--report")
+    md = (tmp_path / "t.md").read_text()
+    assert md.startswith("# Distillation ablation (32 px, 2 epochs") and f"Command: `{table['command']}`" in md
+    assert f"| test_resnet | 2-kd | 1 | {again['accuracy']:.4f} ± 0.0000 |" in md
 
 
 def test_a_cut_cell_that_has_not_trained_out_brings_its_checkpoint(tmp_path):

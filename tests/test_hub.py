@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,9 @@ import torch
 
 from hub_server import HubServer, use_hub
 from kdcore.errors import KDCoreError
+from kdcore.models import load_model, save_model
 from kdcore.models.hub import pull_model, push_model, push_space
 from kdcore_app.space import assemble_space
-from kdcore.models import load_model, save_model
 
 SHA = "a" * 40
 REPO = Path(__file__).resolve().parent.parent
@@ -87,6 +88,7 @@ def test_space_assemble_and_push(tiny_model_dir, tmp_path, monkeypatch):
     bundled_teacher = out / "kdcore" / "bundled" / "models" / "teacher"
     assert (bundled_teacher / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
     assert not list(out.rglob("*.bin")) and not list(out.rglob("__pycache__"))
+    assert not (out / "kdcore_app" / "space_template").exists()
     from huggingface_hub import SpaceCard
 
     assert SpaceCard.load(out / "README.md").data.models == ["owner/t", "owner/s"]
@@ -98,6 +100,25 @@ def test_space_assemble_and_push(tiny_model_dir, tmp_path, monkeypatch):
         assert "spaces/owner/demo" in url
         repo = hub.repos[("space", "owner/demo")]
         assert repo.sdk == "gradio" and "app.py" in repo.files and "kdcore/bundled/models/student/config.json" in repo.files
+
+
+def test_space_from_a_read_only_install_is_writable(tiny_model_dir, tmp_path, monkeypatch):
+    from kdcore_app import space
+
+    installed = tmp_path / "site"
+    skip = shutil.ignore_patterns("__pycache__", "*.safetensors")  # the Space bundles the tiny model instead
+    for package in ("kdcore", "kdcore_app"):
+        shutil.copytree(REPO / package, installed / package, ignore=skip)
+    for p in installed.rglob("*"):
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    monkeypatch.setattr(space, "_package_dir", lambda name: installed / name)
+    try:
+        out = assemble_space(tmp_path / "space", teacher=str(tiny_model_dir), student=str(tiny_model_dir))
+    finally:
+        for p in installed.rglob("*"):
+            p.chmod(p.stat().st_mode | stat.S_IWUSR)
+    assert all(p.stat().st_mode & stat.S_IWUSR for p in out.rglob("*"))
+    assert (out / "kdcore" / "bundled" / "models" / "teacher" / "model.safetensors").is_file()
 
 
 def _pins(path: Path) -> dict[str, str]:

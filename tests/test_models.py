@@ -2,8 +2,6 @@
 
 import json
 
-from pathlib import Path
-
 import pytest
 import timm
 import torch
@@ -96,20 +94,17 @@ def test_width_variant_is_rebuilt_by_timm_from_its_config(tmp_path):
 
 
 def test_bench_writes_measured_figures_into_the_card_and_keeps_fp16(tmp_path, saved):
-    import importlib.util
-
     from safetensors.torch import load_file
 
-    spec_ = importlib.util.spec_from_file_location("bench_models", Path(__file__).resolve().parent.parent / "bench" / "models.py")
-    bench_models = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(bench_models)
+    from bench import models as bench_models
+
     model, _, spec = saved
     folder = save_model(model, tmp_path / "student", ModelInfo("test_resnet", CLASSES, spec,
                                                                {"val_metrics": {"accuracy": 0.5}}), half=True)
     before = load_file(str(folder / "model.safetensors"))
     row = {"params": 1000, "params_ratio": 0.04, "flops": 2e6, "latency_ms_batch1_onnxruntime": 0.73,
            "latency_ratio_onnxruntime": 0.147, "latency_ms_batch1": 3.47, "latency_ratio": 0.25, "roc_auc": 0.999}
-    bench_models.write_card(str(folder), *load_model(folder), row, "python bench/models.py --write-cards")
+    bench_models.write_card(str(folder), *load_model(folder), row, "python -m bench.models --write-cards")
     after = load_file(str(folder / "model.safetensors"))
     assert all(after[k].dtype == torch.float16 and torch.equal(after[k], v)
                for k, v in before.items() if v.is_floating_point())
@@ -117,5 +112,16 @@ def test_bench_writes_measured_figures_into_the_card_and_keeps_fp16(tmp_path, sa
     assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {"accuracy": 0.5}
     assert "## Size and speed" in card.text and "| latency_vs_teacher_onnxruntime | 0.147 |" in card.text
     assert "| roc_auc | 0.999 |" in card.text and "| params | 1,000 |" in card.text
-    assert "Measured by `python bench/models.py --write-cards` (" in card.text
+    assert "Measured by `python -m bench.models --write-cards` (" in card.text
     assert card.text.startswith("# student\n")  # the folder's name, as before
+
+
+@pytest.mark.parametrize("name", ["teacher", "student"])
+def test_bundled_models_are_package_data(name):
+    from kdcore.models import resolve_model_path
+    from kdcore.paths import bundled_model
+
+    folder = resolve_model_path(name)
+    assert folder == bundled_model(name) and folder.parent.parent.parent.name == "kdcore"
+    model, info = load_model(name)
+    assert sorted(info.class_names) == sorted(CLASSES) and info.path == str(folder) and not model.training

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from kdcore.data.augment import AugmentConfig
-from kdcore.data.pack import load_train_data
-from kdcore.errors import KDCoreError
 from kdcore.data.imageio import InputSpec
-from kdcore.models import create_model, load_model
+from kdcore.data.pack import load_train_data
 from kdcore.engine.loop import Supervised, TrainConfig, fit, run_to_end
+from kdcore.errors import KDCoreError
+from kdcore.models import create_model, load_model
 
 CFG = TrainConfig(epochs=3, batch_size=8, lr=3e-3, warmup_epochs=0.5, seed=1)
 
@@ -82,6 +82,36 @@ def test_augmentation_identity_when_disabled(data):
     assert theta is None and torch.equal(x, to_input(data.train.pixels[:4], spec))
     y, theta = augment_batch(data.train.pixels[:4], spec, AugmentConfig(), torch.Generator().manual_seed(0))
     assert y.shape == x.shape and theta.shape == (4, 2, 3)
+
+
+def test_normalisation_round_trips_and_repeats_the_plane(data):
+    from kdcore.data.augment import denormalize, normalize, to_input
+
+    spec = InputSpec(size=32, channels=3, mean=0.3, std=0.2)
+    x = to_input(data.train.pixels[:4], spec)
+    x01 = data.train.pixels[:4].float().unsqueeze(1) / 255
+    assert x.shape == (4, 3, 32, 32) and torch.equal(x, normalize(x01, spec))
+    assert torch.allclose(denormalize(x, spec), x01, atol=1e-6)
+
+
+def test_paired_bootstrap_of_identical_and_opposite_predictions():
+    import numpy as np
+
+    from kdcore.engine.metrics import paired_bootstrap
+
+    y = np.arange(40) % 4
+    same = paired_bootstrap(np.stack([y, y]), np.stack([y, y]), y, 4, n=50)
+    assert same["accuracy"] == {"diff": 0.0, "ci95": [0.0, 0.0]}
+    wrong = (y + 1) % 4
+    d = paired_bootstrap(np.stack([y, y]), np.stack([wrong, wrong]), y, 4, n=50)
+    assert d["accuracy"]["diff"] == 1.0 and d["macro_f1"]["ci95"] == [1.0, 1.0]
+
+
+def test_each_rank_takes_its_share_of_the_batch():
+    from kdcore.engine.dist import DistEnv
+
+    assert [DistEnv(r, 2).shard(16) for r in (0, 1)] == [slice(0, 8), slice(8, 16)]
+    assert DistEnv().shard(16) == slice(0, 16) and DistEnv().mean(torch.ones(2)).tolist() == [1.0, 1.0]
 
 
 def test_mixup_blends_pairs_into_soft_targets(data):

@@ -4,7 +4,8 @@ Slices keep their anatomy: small rotations, scalings and shifts, left-right flip
 jitter, all drawn from an explicit generator; optionally mixup (:func:`mix_batch`), which blends pairs of slices and
 their labels into soft targets. :func:`random_affine` returns the ``(B, 2, 3)`` affine so that
 anything aligned with the input (e.g. a teacher's precomputed relevance map) can be warped the same way by
-:func:`warp`.
+:func:`warp`. The input convention itself (uint8 slices to normalised model input and back) is :func:`to_input`,
+:func:`normalize` and :func:`denormalize`, the one place it is written.
 """
 
 from __future__ import annotations
@@ -33,11 +34,25 @@ class AugmentConfig:
     gamma: float = 0.2
 
 
+def normalize(x01: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """Images in [0, 1] ``(B, 1, S, S)`` -> ``spec``'s model input ``(B, C, S, S)`` (the plane repeated ``C`` times)."""
+    x = (x01 - spec.mean) / spec.std
+    return x.expand(-1, spec.channels, -1, -1) if spec.channels > 1 else x
+
+
+def denormalize(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """``spec``'s model input ``(B, C, S, S)`` -> images in [0, 1] ``(B, 1, S, S)``; inverts :func:`normalize`."""
+    return x[:, :1] * spec.std + spec.mean
+
+
+def _unit(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, S, S)`` -> float ``(B, 1, S, S)`` in [0, 1]."""
+    return pixels.float().div_(255.0).unsqueeze(1)
+
+
 def to_input(pixels: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """uint8 ``(B, S, S)`` -> normalised float ``(B, C, S, S)`` (the greyscale plane repeated ``C`` times)."""
-    x = pixels.float().div_(255.0).unsqueeze(1)
-    x = (x - spec.mean) / spec.std
-    return x.expand(-1, spec.channels, -1, -1) if spec.channels > 1 else x
+    return normalize(_unit(pixels), spec)
 
 
 def random_affine(n: int, cfg: AugmentConfig, gen: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -75,11 +90,9 @@ def augment_batch(
     """uint8 ``(B, S, S)`` -> (normalised ``(B, C, S, S)`` model input, the ``(B, 2, 3)`` affine or None)."""
     if not cfg.enabled:
         return to_input(pixels, spec), None
-    x = pixels.float().div_(255.0).unsqueeze(1)
+    x = _unit(pixels)
     theta = random_affine(len(x), cfg, gen, x.device)
-    x = photometric(warp(x, theta), cfg, gen)
-    x = (x - spec.mean) / spec.std
-    return (x.expand(-1, spec.channels, -1, -1) if spec.channels > 1 else x), theta
+    return normalize(photometric(warp(x, theta), cfg, gen), spec), theta
 
 
 def mix_batch(

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from kdcore.data.imageio import ImageDecodeError, decode_to_uint8
 from kdcore.errors import KDCoreError
 from kdcore.paths import cache_dir
-from kdcore.data.imageio import ImageDecodeError, decode_to_uint8
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm",
+                    ".ppm", ".pnm")
 
 
 @dataclass
@@ -44,7 +45,7 @@ class ImageRecords:
     def __len__(self) -> int:
         return len(self.sources)
 
-    def subset(self, index: np.ndarray | list[int]) -> "ImageRecords":
+    def subset(self, index: np.ndarray | list[int]) -> ImageRecords:
         index = list(map(int, index))
         return ImageRecords(
             [self.sources[i] for i in index], self.labels[index], self.class_names, [self.ids[i] for i in index],
@@ -56,38 +57,67 @@ class ImageRecords:
         return {c: int(n) for c, n in zip(self.class_names, counts)}
 
 
-def load_records(source: str | os.PathLike, split: str = "train") -> ImageRecords:
-    """Load a local folder with one sub-folder per class, or a Hub dataset id, through ``datasets``.
+def _hidden(name: str) -> bool:
+    """Entries a folder loader skips: dot files and folders, and ``__MACOSX``-style special folders."""
+    return name.startswith((".", "__"))
 
-    Images are not decoded here. Class names are the sorted sub-folder names (folders) or the label feature's
-    names (Hub). Raises :class:`KDCoreError` for a missing or empty folder.
+
+def _image_files(class_dir: Path) -> list[Path]:
+    """Image files under ``class_dir`` (any depth), following symbolic links to files and folders elsewhere.
+
+    Paths keep the names found under ``class_dir`` (links are not resolved); hidden entries and broken links
+    are left out (the latter with a warning), and a folder reached twice through links is walked once.
     """
-    import datasets  # local: importing datasets costs ~1 s
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not _hidden(d)]
+        for name in filenames:
+            path = Path(dirpath, name)
+            if _hidden(name) or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if path.is_file():
+                found.append(path)
+            else:
+                log.warning("skipped %s: a link to nothing", path)
+    return found
 
-    path = Path(source)
-    if path.is_dir():
-        root = path.resolve()
-        class_dirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not class_dirs:
-            raise KDCoreError(f"{source}: no class sub-folders (expected {source}/<class>/<image files>)")
-        n_files = sum(1 for d in class_dirs for f in (root / d).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
-        if n_files == 0:
-            raise KDCoreError(f"{source}: the class folders hold no image files")
-        datasets.disable_progress_bars()
-        ds = datasets.load_dataset("imagefolder", data_dir=str(root), split="train", drop_metadata=True)
-        ds = ds.cast_column("image", datasets.Image(decode=False))
-        names = ds.features["label"].names
-        if sorted(names) != names or names != class_dirs:
-            raise KDCoreError(f"{source}: class folders {class_dirs} do not match the loader's {names}")
-        sources = [row["path"] for row in ds["image"]]
-        ids = [str(Path(p).resolve().relative_to(root)) for p in sources]
-        order = np.argsort(ids, kind="stable")  # a stable order whatever the loader's
-        return ImageRecords(
-            [sources[i] for i in order], np.asarray(ds["label"], dtype=np.int64)[order], list(names),
-            [ids[i] for i in order], str(root),
-        )
+
+def _folder_records(source: str | os.PathLike) -> ImageRecords:
+    root = Path(source).resolve()
+    class_names = sorted(d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
+    if not class_names:
+        raise KDCoreError(f"{source}: no class sub-folders (expected {source}/<class>/<image files>)")
+    found = {f.relative_to(root).as_posix(): (str(f), label)
+             for label, name in enumerate(class_names) for f in _image_files(root / name)}
+    if not found:
+        raise KDCoreError(f"{source}: the class folders hold no image files")
+    empty = sorted(set(class_names) - {class_names[label] for _, label in found.values()})
+    if empty:
+        raise KDCoreError(f"{source}: class folder(s) {', '.join(empty)} hold no image files")
+    ids = sorted(found)  # a stable order whatever the file system's
+    return ImageRecords([found[i][0] for i in ids], np.asarray([found[i][1] for i in ids], dtype=np.int64),
+                        class_names, ids, str(root))
+
+
+def load_records(source: str | os.PathLike, split: str = "train") -> ImageRecords:
+    """Load a local folder with one sub-folder per class, or a Hub dataset id (through ``datasets``).
+
+    Images are not decoded here. Folders: class names are the sorted sub-folder names, symbolic links (to files or
+    folders anywhere) are followed, and ids are paths relative to the folder as listed, e.g. ``glioma/x.jpg``.
+    Hub: class names are the label feature's names, ids ``<split>/<row>``. Raises :class:`KDCoreError` for a
+    missing or empty folder, or a Hub dataset that cannot be loaded.
+    """
+    if Path(source).is_dir():
+        return _folder_records(source)
     if os.sep in str(source) or str(source).startswith("."):
         raise KDCoreError(f"{source}: no such data folder")
+    import datasets  # local: importing datasets costs ~1 s
+
     try:
         ds = datasets.load_dataset(str(source), split=split)
     except Exception as e:  # the Hub raises many types; the user needs one line

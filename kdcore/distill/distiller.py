@@ -1,113 +1,37 @@
 """The distiller: an :class:`~kdcore.engine.loop.Objective` that owns a frozen teacher, the student and a projector.
 
-``forward`` returns the student's logits and the weighted terms of :data:`~kdcore.distill.losses.LOSSES`
-chosen by a :class:`DistillConfig`. The teacher stays in eval mode without gradients; only the student (and
-the ``feat`` projector, trained with it and never exported) are optimised. Teacher outputs come from a
+``forward`` returns the student's logits and ``{name: weight * term}`` for the terms of
+:data:`~kdcore.distill.losses.LOSSES` chosen by a :class:`~kdcore.distill.config.DistillConfig`. The teacher stays in
+eval mode without gradients; only the student (and what a term's setup adds, e.g. the ``feat`` projector, trained
+with it and never exported) are optimised. Teacher outputs come from a
 :class:`~kdcore.distill.teacher_cache.TeacherCache` where they can (logits, and maps warped with the batch's
 augmentation) and from a per-step teacher forward where they must (features of the augmented batch).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcore.distill.losses import (
-    FEAT_DISTANCES, LOSSES, ce_loss, feat_loss, kd_loss, match_size, rel_loss, sem_loss,
-)
-from kdcore.distill.teacher_cache import TeacherCache, cached_maps, teacher_maps
-from kdcore.errors import KDCoreError
+from kdcore.data.augment import denormalize, normalize
 from kdcore.data.imageio import InputSpec
+from kdcore.distill.config import DistillConfig
+from kdcore.distill.losses import LOSSES, Step
+from kdcore.distill.teacher_cache import TeacherCache, cached_maps, teacher_maps
 from kdcore.engine.loop import Objective
-
-SEM_MAPS = ("lrp", "gradcam")
-
-
-@dataclass
-class DistillConfig:
-    """Which terms, their weights and settings; saved with the run under ``"distill"``."""
-
-    loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0, "kd": 1.0})
-    temperature: float = 4.0
-    feat_distance: str = "cosine"
-    sem_map: str = "lrp"
-    teacher_cache: bool = True  # logits and maps of the un-augmented images, computed once (maps warped per batch)
-    map_size: int = 32  # resolution of the cached teacher maps
-
-    def __post_init__(self) -> None:
-        self.loss = {k: float(v) for k, v in self.loss.items()}
-        unknown = sorted(set(self.loss) - set(LOSSES))
-        if unknown:
-            raise KDCoreError(f"unknown loss term(s) {', '.join(unknown)}: choose from {', '.join(LOSSES)}")
-        if not self.weights:
-            raise KDCoreError("the loss has no term with a non-zero weight")
-        if self.feat_distance not in FEAT_DISTANCES:
-            raise KDCoreError(f"feat distance must be one of {', '.join(FEAT_DISTANCES)}, not {self.feat_distance!r}")
-        if self.sem_map not in SEM_MAPS:
-            raise KDCoreError(f"sem map must be one of {', '.join(SEM_MAPS)}, not {self.sem_map!r}")
-
-    @property
-    def weights(self) -> dict[str, float]:
-        """The active terms (non-zero weight), in registry order."""
-        return {k: self.loss[k] for k in LOSSES if self.loss.get(k, 0.0) != 0.0}
-
-    @property
-    def teacher_needs(self) -> set[str]:
-        return {need for k in self.weights for need in LOSSES[k].teacher}
-
-    def describe(self) -> str:
-        """E.g. ``1*ce + 1*kd(T=4) + 1*feat(cosine) + 1*sem(lrp)``."""
-        extra = {"kd": f"(T={self.temperature:g})", "feat": f"({self.feat_distance})", "sem": f"({self.sem_map})"}
-        return " + ".join(f"{w:g}*{k}{extra.get(k, '')}" for k, w in self.weights.items())
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DistillConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+from kdcore.errors import KDCoreError
 
 
 def adapt_input(x: torch.Tensor, src: InputSpec, dst: InputSpec) -> torch.Tensor:
     """Re-express a model input ``(B, C, S, S)`` made under ``src`` in the convention of ``dst``."""
     if src == dst:
         return x
-    x01 = x[:, :1] * src.std + src.mean
+    x01 = denormalize(x, src)
     if src.size != dst.size:
         x01 = F.interpolate(x01, size=(dst.size, dst.size), mode="bilinear", align_corners=False,
                             antialias=dst.size < src.size)
-    x = (x01 - dst.mean) / dst.std
-    return x.expand(-1, dst.channels, -1, -1) if dst.channels > 1 else x
-
-
-def feature_channels(model: nn.Module, spec: InputSpec) -> tuple[int, tuple[int, int]]:
-    """Channels and spatial size of ``model.forward_features`` for a ``spec`` input."""
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        dev = next(model.parameters()).device
-        f = model.forward_features(torch.zeros(1, spec.channels, spec.size, spec.size, device=dev))
-    model.train(was)
-    return f.shape[1], tuple(f.shape[-2:])
-
-
-def check_student_map(student: nn.Module, spec: InputSpec, method: str) -> None:
-    """Raise :class:`KDCoreError` when the student's explanation map cannot be trained through (double backward).
-
-    E.g. MobileNetV3's Hardsigmoid has no second derivative in PyTorch, so ``sem(lrp)`` cannot train it.
-    """
-    from kdcore.explain import student_map
-
-    x = torch.zeros(1, spec.channels, spec.size, spec.size, device=next(student.parameters()).device)
-    try:
-        student_map(student, x, torch.zeros(1, dtype=torch.long, device=x.device), method=method).sum().backward()
-    except RuntimeError as e:
-        raise KDCoreError(f"sem({method}) cannot train this student: {str(e).splitlines()[0]}") from None
-    finally:
-        student.zero_grad(set_to_none=True)
+    return normalize(x01, dst)
 
 
 class Distiller(Objective):
@@ -139,15 +63,11 @@ class Distiller(Objective):
             raise KDCoreError("the teacher cache holds no maps, but the sem term needs them")
         # a teacher forward per step only when something cannot come from the cache
         self.teacher_forward = "features" in needs or (cache is None and "logits" in needs)
-        if "sem" in self.weights:
-            check_student_map(student, student_spec, cfg.sem_map)
-        self.projector = None
-        if "feat" in self.weights:
-            c_s, _ = feature_channels(student, student_spec)
-            c_t, _ = feature_channels(teacher, teacher_spec)
-            self.projector = nn.Sequential(nn.Conv2d(c_s, c_t, 1, bias=False), nn.BatchNorm2d(c_t))
+        for name in self.weights:
+            if LOSSES[name].setup is not None:
+                LOSSES[name].setup(self)
 
-    def train(self, mode: bool = True) -> "Distiller":
+    def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
         self.teacher.eval()
         return self
@@ -178,23 +98,9 @@ class Distiller(Objective):
                 out["map"] = teacher_maps(self.teacher, xt, y, self.cfg.sem_map, self.cfg.map_size)
         return out
 
-    def forward(self, x, y, theta=None, index=None):
-        w, cfg = self.weights, self.cfg
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor | None = None, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         feats = self.student.forward_features(x)
-        logits = self.student.forward_head(feats)
-        t = self.teacher_outputs(x, y, theta, index)
-        terms = {}
-        if "ce" in w:
-            terms["ce"] = ce_loss(logits, y, self.label_smoothing)
-        if "kd" in w:
-            terms["kd"] = kd_loss(logits, t["logits"], cfg.temperature)
-        if "feat" in w:
-            projected = self.projector(match_size(feats, tuple(t["features"].shape[-2:])))
-            terms["feat"] = feat_loss(projected, t["features"], cfg.feat_distance)
-        if "sem" in w:
-            from kdcore.explain import student_map
-
-            terms["sem"] = sem_loss(student_map(self.student, x, y, method=cfg.sem_map), t["map"])
-        if "rel" in w:
-            terms["rel"] = rel_loss(feats, t["features"])
-        return logits, {k: w[k] * v for k, v in terms.items()}
+        step = Step(x, y, feats, self.student.forward_head(feats), self.teacher_outputs(x, y, theta, index))
+        return step.logits, {name: w * LOSSES[name].fn(self, step) for name, w in self.weights.items()}

@@ -1,25 +1,38 @@
-"""Distillation loss terms: pure functions of tensors, registered by name in :data:`LOSSES`.
+"""Distillation loss terms: pure functions of tensors, and the registry :data:`LOSSES` the distiller sums.
 
-Each function returns a scalar (the mean over the batch); the :class:`~kdcore.distill.distiller.Distiller`
-weights and sums them. ``LOSSES[name].teacher`` says what a term needs from the teacher, so the distiller
-computes only that.
+Each pure function (``ce_loss``, ``kd_loss``, ...) returns a scalar, the mean over the batch. A term is registered
+once, with :func:`register_loss`, as a function ``fn(d, s) -> scalar`` of the
+:class:`~kdcore.distill.distiller.Distiller` ``d`` (its models and :class:`~kdcore.distill.config.DistillConfig`)
+and the step's tensors ``s`` (:class:`Step`), together with its formula (for logs and cards), what it needs from the
+teacher (so the distiller computes only that), its setting as shown in :meth:`DistillConfig.describe`, and an
+optional ``setup(d)`` run once when the distiller is built (a check, or a trainable part such as ``feat``'s
+projector). The distiller returns ``{name: weight * fn(d, s)}`` over the configured terms, in registry order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from kdcore.rank.diswot import relation_matrix
+from kdcore.data.imageio import InputSpec
+from kdcore.errors import KDCoreError
+from kdcore.explain import evaluating, student_map
+from kdcore.explain.class_maps import relation_matrix
+
+if TYPE_CHECKING:
+    from kdcore.distill.config import DistillConfig
+    from kdcore.distill.distiller import Distiller
 
 FEAT_DISTANCES = ("cosine", "l2")
 
 
 def ce_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy of logits ``(B, K)`` with labels ``(B,)``."""
+    """Cross-entropy of logits ``(B, K)`` with labels ``(B,)`` (or soft targets ``(B, K)``)."""
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
@@ -68,25 +81,113 @@ def sem_loss(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tens
 def rel_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
     """DisWOT's relation distance ``M_r = ||G_t - G_s||²_F / B²`` of pre-pooling features ``(B, C, H, W)``.
 
-    ``G`` is :func:`kdcore.rank.diswot.relation_matrix` (``F Fᵀ`` with L2-normalised rows, in float64).
+    ``G`` is :func:`kdcore.explain.class_maps.relation_matrix` (``F Fᵀ`` with L2-normalised rows, in float64).
     """
     g_s, g_t = relation_matrix(student_feat), relation_matrix(teacher_feat.detach())
     return ((g_t - g_s).pow(2).sum() / len(g_s) ** 2).to(student_feat.dtype)
 
 
+@dataclass
+class Step:
+    """One training step as the terms see it."""
+
+    x: torch.Tensor  #: the student's input ``(B, C, S, S)``
+    y: torch.Tensor  #: class indices ``(B,)``, or soft targets ``(B, K)`` under mixup
+    feats: torch.Tensor  #: the student's pre-pooling features ``(B, C_s, h, w)``
+    logits: torch.Tensor  #: the student's logits ``(B, K)``
+    teacher: dict[str, torch.Tensor]  #: what the active terms need: logits, features, map (see ``LossTerm``)
+
+
 @dataclass(frozen=True)
 class LossTerm:
-    """A registered term: its function, its formula (for logs and cards) and what it needs from the teacher."""
+    """A registered term: its function, its formula, what it needs from the teacher, its setting and its setup."""
 
-    fn: Callable[..., torch.Tensor]
+    fn: Callable[[Distiller, Step], torch.Tensor]
     formula: str
-    teacher: tuple[str, ...]  # "logits", "features", "map"
+    teacher: tuple[str, ...]  #: "logits" ``(B, K)``, "features" ``(B, C_t, h, w)``, "map" ``(B, m, m)``
+    setting: Callable[[DistillConfig], str] | None = None  #: e.g. ``"T=4"``, shown as ``kd(T=4)``
+    setup: Callable[[Distiller], None] | None = None
 
 
-LOSSES: dict[str, LossTerm] = {
-    "ce": LossTerm(ce_loss, "CE(z_s, y)", ()),
-    "kd": LossTerm(kd_loss, "T^2 KL(softmax(z_t/T) || softmax(z_s/T))", ("logits",)),
-    "feat": LossTerm(feat_loss, "d(P(f_s), f_t), d = 1 - cos | MSE, P = 1x1 conv + BN", ("features",)),
-    "sem": LossTerm(sem_loss, "1 - cos(vec M_s[y], vec M_t[y]), M = LRP | Grad-CAM", ("map",)),
-    "rel": LossTerm(rel_loss, "||G_t - G_s||_F^2 / B^2, G = rownorm(F F^T)", ("features",)),
-}
+#: name -> term, in the order the terms are computed and reported
+LOSSES: dict[str, LossTerm] = {}
+
+
+def register_loss(
+    name: str,
+    formula: str,
+    teacher: tuple[str, ...] = (),
+    setting: Callable[[DistillConfig], str] | None = None,
+    setup: Callable[[Distiller], None] | None = None,
+) -> Callable[[Callable[[Distiller, Step], torch.Tensor]], Callable[[Distiller, Step], torch.Tensor]]:
+    """Decorator: register ``fn(d, s) -> scalar`` as the loss term ``name`` of :data:`LOSSES`."""
+
+    def register(fn: Callable[[Distiller, Step], torch.Tensor]) -> Callable[[Distiller, Step], torch.Tensor]:
+        if name in LOSSES:
+            raise ValueError(f"loss term {name!r} is registered already")
+        LOSSES[name] = LossTerm(fn, formula, teacher, setting, setup)
+        return fn
+
+    return register
+
+
+def feature_channels(model: nn.Module, spec: InputSpec) -> tuple[int, tuple[int, int]]:
+    """Channels and spatial size of ``model.forward_features`` for a ``spec`` input."""
+    with evaluating(model), torch.no_grad():
+        dev = next(model.parameters()).device
+        f = model.forward_features(torch.zeros(1, spec.channels, spec.size, spec.size, device=dev))
+    return f.shape[1], tuple(f.shape[-2:])
+
+
+def add_projector(d: Distiller) -> None:
+    """``feat``'s setup: ``d.projector``, a 1x1 conv + BN from the student's channels to the teacher's.
+
+    It is trained with the student and saved in checkpoints, never exported.
+    """
+    c_s, _ = feature_channels(d.student, d.student_spec)
+    c_t, _ = feature_channels(d.teacher, d.teacher_spec)
+    d.projector = nn.Sequential(nn.Conv2d(c_s, c_t, 1, bias=False), nn.BatchNorm2d(c_t))
+
+
+def check_student_map(d: Distiller) -> None:
+    """``sem``'s setup: raise :class:`KDCoreError` when the student's map cannot be trained through.
+
+    Training through a map takes a double backward; e.g. MobileNetV3's Hardsigmoid has no second derivative in
+    PyTorch, so ``sem(lrp)`` cannot train it.
+    """
+    spec, method = d.student_spec, d.cfg.sem_map
+    x = torch.zeros(1, spec.channels, spec.size, spec.size, device=next(d.student.parameters()).device)
+    try:
+        student_map(d.student, x, torch.zeros(1, dtype=torch.long, device=x.device), method=method).sum().backward()
+    except RuntimeError as e:
+        raise KDCoreError(f"sem({method}) cannot train this student: {str(e).splitlines()[0]}") from None
+    finally:
+        d.student.zero_grad(set_to_none=True)
+
+
+@register_loss("ce", "CE(z_s, y)")
+def _ce(d: Distiller, s: Step) -> torch.Tensor:
+    return ce_loss(s.logits, s.y, d.label_smoothing)
+
+
+@register_loss("kd", "T^2 KL(softmax(z_t/T) || softmax(z_s/T))", ("logits",), lambda c: f"T={c.temperature:g}")
+def _kd(d: Distiller, s: Step) -> torch.Tensor:
+    return kd_loss(s.logits, s.teacher["logits"], d.cfg.temperature)
+
+
+@register_loss("feat", "d(P(f_s), f_t), d = 1 - cos | MSE, P = 1x1 conv + BN", ("features",),
+               lambda c: c.feat_distance, add_projector)
+def _feat(d: Distiller, s: Step) -> torch.Tensor:
+    t = s.teacher["features"]
+    return feat_loss(d.projector(match_size(s.feats, tuple(t.shape[-2:]))), t, d.cfg.feat_distance)
+
+
+@register_loss("sem", "1 - cos(vec M_s[y], vec M_t[y]), M = LRP | Grad-CAM", ("map",),
+               lambda c: c.sem_map, check_student_map)
+def _sem(d: Distiller, s: Step) -> torch.Tensor:
+    return sem_loss(student_map(d.student, s.x, s.y, method=d.cfg.sem_map), s.teacher["map"])
+
+
+@register_loss("rel", "||G_t - G_s||_F^2 / B^2, G = rownorm(F F^T)", ("features",))
+def _rel(d: Distiller, s: Step) -> torch.Tensor:
+    return rel_loss(s.feats, s.teacher["features"])

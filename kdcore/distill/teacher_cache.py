@@ -14,19 +14,20 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Generator
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from kdcore.data.augment import to_input, warp
-from kdcore.paths import cache_dir
+from kdcore.data.imageio import InputSpec
 from kdcore.distill.losses import match_size
 from kdcore.errors import KDCoreError
-from kdcore.data.imageio import InputSpec
+from kdcore.explain import explain
 from kdcore.models import hash_weights
+from kdcore.paths import cache_dir
 
 CACHE_VERSION = "1"
 
@@ -50,8 +51,6 @@ def cache_key(teacher: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, me
 
 def teacher_maps(teacher: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, map_size: int) -> torch.Tensor:
     """The teacher's explanation of ``target`` for ``x`` ``(B, C, S, S)``, pooled to ``(B, map_size, map_size)``."""
-    from kdcore.explain import explain
-
     maps = explain(teacher, x, target, method=method).detach().float()
     return match_size(maps.unsqueeze(1), (map_size, map_size)).squeeze(1)
 

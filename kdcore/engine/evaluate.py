@@ -8,12 +8,12 @@ from __future__ import annotations
 import torch
 
 from kdcore.data.dataset import decode_cached, load_records
-from kdcore.errors import KDCoreError
-from kdcore.engine.metrics import classification_report
-from kdcore.models import load_model
-from kdcore.models.profile import model_cost
 from kdcore.data.split import Split
-from kdcore.engine.loop import predict_logits
+from kdcore.engine.metrics import classification_report
+from kdcore.errors import KDCoreError
+from kdcore.models import load_model
+from kdcore.models.predict import predict_logits
+from kdcore.models.profile import model_cost
 
 
 def evaluate(model_ref: str, data: str, latency_repeats: int = 30, split: str | None = None, side: str = "val") -> dict:

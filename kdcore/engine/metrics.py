@@ -1,4 +1,5 @@
-"""Classification metrics from labels and probabilities (numpy only): the fields of ``evaluate``'s JSON."""
+"""Classification metrics from labels and probabilities (numpy only): the fields of ``evaluate``'s JSON, and the
+paired bootstrap that compares two training configurations on the same images and seeds."""
 
 from __future__ import annotations
 
@@ -75,3 +76,27 @@ def classification_report(y: np.ndarray, probs: np.ndarray, class_names: list[st
         "ece": rel["ece"],
         "reliability": rel["bins"],
     }
+
+
+def paired_bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray, k: int, n: int = 2000,
+                     seed: int = 0) -> dict:
+    """Mean paired difference A - B of accuracy and macro-F1 with a 95% bootstrap CI.
+
+    ``pred_*`` are predicted labels ``(S, N)`` of ``S`` paired runs (run ``s`` of A is paired with run ``s`` of B:
+    same seed, initial model and batches), ``y`` the labels ``(N,)``. Each of the ``n`` resamples draws runs and
+    images with replacement. Returns ``{"accuracy"|"macro_f1": {"diff": float, "ci95": [lo, hi]}}``.
+    """
+    rng = np.random.default_rng(seed)
+    s, m = pred_a.shape
+
+    def stats(runs: np.ndarray, idx: np.ndarray) -> tuple[float, float]:
+        acc = np.mean([(pred_a[i, idx] == y[idx]).mean() - (pred_b[i, idx] == y[idx]).mean() for i in runs])
+        f1 = np.mean([macro_f1(y[idx], pred_a[i, idx], k) - macro_f1(y[idx], pred_b[i, idx], k) for i in runs])
+        return acc, f1
+
+    point = stats(np.arange(s), np.arange(m))
+    boot = np.array([stats(rng.integers(0, s, s), rng.integers(0, m, m)) for _ in range(n)])
+    lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+    return {name: {"diff": float(point[j]), "ci95": [float(lo[j]), float(hi[j])]}
+            for j, name in enumerate(("accuracy", "macro_f1"))}
+

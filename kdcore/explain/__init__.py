@@ -3,44 +3,19 @@
 * :func:`explain` -- detached maps for viewing and for a teacher's targets;
 * :func:`student_map` -- maps that stay in the autograd graph of the parameters, for a distillation loss;
 * :func:`class_maps` -- one map per class;
-* :func:`render_overlay` -- the map over the slice as an RGB image with a colour bar.
+* :func:`render_overlay` -- the map over the slice as an RGB image with a colour bar (:func:`map_scale` to share
+  one colour scale between maps);
+* :data:`METHODS` -- the methods by name (``"lrp"``, ``"gradcam"``), each a :class:`Method` with its title and
+  description;
+* :func:`evaluating` -- eval mode for a block, every module's own training flag restored after it.
 """
 
-from __future__ import annotations
-
-import torch
-from torch import nn
-
-from kdcore.errors import KDCoreError
-from kdcore.explain._common import Target, resize_maps
-from kdcore.explain.differentiable import student_map
+from kdcore.explain._common import Target, evaluating
+from kdcore.explain.class_maps import class_maps
 from kdcore.explain.gradcam import grad_cam
 from kdcore.explain.lrp import lrp_map
-from kdcore.explain.render import render_overlay
+from kdcore.explain.methods import METHODS, Method, explain, get_method, student_map
+from kdcore.explain.render import map_scale, render_overlay
 
-#: name -> ``fn(model, x (B, C, H, W), target) -> (B, H, W)``
-METHODS = {"lrp": lrp_map, "gradcam": grad_cam}
-
-__all__ = ["METHODS", "Target", "class_maps", "explain", "grad_cam", "lrp_map", "render_overlay", "student_map"]
-
-
-def explain(model: nn.Module, x: torch.Tensor, target: Target = None, method: str = "lrp") -> torch.Tensor:
-    """Heatmaps ``(B, H, W)`` at input size for ``x`` ``(B, C, H, W)``; ``target`` None = the predicted class.
-
-    LRP maps are signed relevance summing to the target logit (up to the biases' share); Grad-CAM maps are >= 0.
-    The model is evaluated in eval mode and left as it was (mode, hooks, weights, ``.grad``).
-    """
-    if method not in METHODS:
-        raise KDCoreError(f"unknown explanation method {method!r}: choose from {', '.join(METHODS)}")
-    return METHODS[method](model, x, target).detach()
-
-
-def class_maps(model: nn.Module, x: torch.Tensor, method: str = "gradcam", size: tuple[int, int] | None = None,
-               ) -> torch.Tensor:
-    """One map per class of a timm model: ``(B, K, h, w)`` for input ``(B, C, H, W)``, at ``size`` (default ``(H, W)``).
-
-    Costs ``K`` calls of :func:`explain`.
-    """
-    maps = torch.stack([explain(model, x, c, method) for c in range(model.num_classes)], 1)
-    h, w = size or x.shape[-2:]
-    return resize_maps(maps.flatten(0, 1), (h, w)).unflatten(0, maps.shape[:2])
+__all__ = ["METHODS", "Method", "Target", "class_maps", "evaluating", "explain", "get_method", "grad_cam", "lrp_map",
+           "map_scale", "render_overlay", "student_map"]

@@ -1,10 +1,9 @@
-"""What every explanation method shares: the target convention, eval mode for the call, resizing to the input."""
+"""What every explanation method shares: the target convention, eval mode for the call, resizing maps."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +12,7 @@ from torch import nn
 from kdcore.errors import KDCoreError
 
 #: ``None`` (the predicted class), one class index for the whole batch, or one per sample ``(B,)``.
-Target = Union[None, int, torch.Tensor]
+Target = None | int | torch.Tensor
 
 
 def resolve_targets(logits: torch.Tensor, target: Target) -> torch.Tensor:
@@ -49,7 +48,16 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(B, h, w)`` -> ``(B, H, W)`` by bilinear interpolation (a no-op at equal size)."""
-    if tuple(maps.shape[-2:]) == tuple(size):
+    """``(..., h, w)`` -> ``(..., H, W)``: area averages to shrink (no aliasing), else bilinear interpolation.
+
+    A no-op at equal size; differentiable.
+    """
+    h, w = maps.shape[-2:]
+    if (h, w) == tuple(size):
         return maps
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    flat = maps.reshape(-1, 1, h, w)
+    if h >= size[0] and w >= size[1]:
+        out = F.adaptive_avg_pool2d(flat, size)
+    else:
+        out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    return out.reshape(*maps.shape[:-2], *size)

@@ -25,6 +25,8 @@ Both canonizers restore the model exactly on ``remove()``.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,10 +65,10 @@ class MergeBatchNormAct(SequentialMergeBatchNorm):
         SequentialMergeBatchNorm.merge_batch_norm(modules, batch_norm)
         batch_norm.running_var.data.fill_(1.0 - batch_norm.eps)
 
-    def apply(self, root_module: nn.Module) -> list["MergeBatchNormAct"]:
+    def apply(self, root_module: nn.Module) -> list[MergeBatchNormAct]:
         layers = _layers(root_module)
         instances = []
-        for previous, layer in zip(layers, layers[1:]):
+        for previous, layer in pairwise(layers):
             if isinstance(previous, self.linear_type) and isinstance(layer, self.batch_norm_type):
                 instance = self.copy()
                 instance.register((previous,), layer)
@@ -134,10 +136,10 @@ class SkipGateCanonizer(Canonizer):
         self.module: nn.Module | None = None
         self.own_forward = None
 
-    def copy(self) -> "SkipGateCanonizer":
+    def copy(self) -> SkipGateCanonizer:
         return SkipGateCanonizer(self.stabilizer)
 
-    def apply(self, root_module: nn.Module) -> list["SkipGateCanonizer"]:
+    def apply(self, root_module: nn.Module) -> list[SkipGateCanonizer]:
         instance = self.copy()
         instance.register(root_module)
         return [instance]

@@ -11,9 +11,10 @@ plain autograd expressions of the parameters instead:
   (z+ and flat rules are not gradients), and on Hardswish/SiLU/ReLU6 and gated blocks it is gradient x input only.
 * ``"gradcam"``: :func:`kdcore.explain.gradcam.grad_cam` with ``create_graph=True``.
 
-Both run the model in eval mode (running BatchNorm statistics, so each sample's map depends on that sample only),
-with grouped convolutions in :class:`kdcore.explain.grouped_conv.FastGroupedConvs` (a loss on the map
-differentiates each convolution's backward, which PyTorch does one group at a time).
+:func:`kdcore.explain.student_map` picks one by name (``Method.differentiable``). Both run the model in eval mode
+(running BatchNorm statistics, so each sample's map depends on that sample only), with grouped convolutions in
+:class:`kdcore.explain.grouped_conv.FastGroupedConvs` (a loss on the map differentiates each convolution's
+backward, which PyTorch does one group at a time).
 """
 
 from __future__ import annotations
@@ -21,10 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdcore.errors import KDCoreError
 from kdcore.explain._common import Target, evaluating, resolve_targets, target_logits
-from kdcore.explain.gradcam import grad_cam
-from kdcore.explain.grouped_conv import FastGroupedConvs
 
 
 def gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
@@ -35,12 +33,3 @@ def gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target = None) -
         chosen = target_logits(logits, resolve_targets(logits, target))
         (grad,) = torch.autograd.grad(chosen.sum(), x, create_graph=True)
     return (x * grad).sum(1)
-
-
-def student_map(model: nn.Module, x: torch.Tensor, target: Target = None, method: str = "lrp") -> torch.Tensor:
-    """A map ``(B, H, W)`` for input ``(B, C, H, W)`` whose gradient reaches every parameter of ``model``."""
-    maps = {"lrp": gradient_x_input, "gradcam": lambda m, x, t: grad_cam(m, x, t, create_graph=True)}
-    if method in maps:
-        with FastGroupedConvs():
-            return maps[method](model, x, target)
-    raise KDCoreError(f"unknown explanation method {method!r}: choose from lrp, gradcam")

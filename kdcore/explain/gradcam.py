@@ -2,8 +2,9 @@
 
 The layer is timm's ``feature_info[-1]['module']`` (``layer4`` for ResNets, the last ``blocks`` stage for
 MobileNet/EfficientNet). The same code serves the viewer (``create_graph=False``) and the distillation loss
-(``create_graph=True``: the map stays a function of every parameter). ``tests/test_explain.py`` checks it against
-captum's ``LayerGradCam``.
+(``create_graph=True``: the map stays a function of every parameter); :func:`cam` is the formula, shared with the
+per-class maps of :mod:`kdcore.explain.class_maps`. ``tests/test_explain.py`` checks both against captum's
+``LayerGradCam``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ def gradcam_layer(model: nn.Module) -> nn.Module:
     return model.get_submodule(info[-1]["module"])
 
 
+def cam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM ``relu(sum_c mean_hw(g_c) A_c)`` ``(B, h, w)`` from a layer's activations ``A`` ``(B, C, h, w)``
+    and the gradient ``g`` of the target logit with respect to them (same shape)."""
+    return F.relu((grads.mean((2, 3), keepdim=True) * acts).sum(1))
+
+
 def grad_cam(model: nn.Module, x: torch.Tensor, target: Target = None, create_graph: bool = False) -> torch.Tensor:
     """Grad-CAM maps ``(B, H, W)`` (>= 0, bilinearly upsampled) for input ``(B, C, H, W)``, computed in eval mode.
 
@@ -40,5 +47,4 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: Target = None, create_gr
             (grads,) = torch.autograd.grad(target_logits(logits, targets).sum(), acts, create_graph=create_graph)
     finally:
         handle.remove()
-    cam = F.relu((grads.mean((2, 3), keepdim=True) * acts).sum(1))
-    return resize_maps(cam, tuple(x.shape[-2:]))
+    return resize_maps(cam(acts, grads), tuple(x.shape[-2:]))

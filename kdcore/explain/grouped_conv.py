@@ -2,8 +2,8 @@
 
 PyTorch differentiates the backward of a grouped convolution (``create_graph=True``, then ``backward``) with one
 convolution per group: a depthwise layer of 144 channels costs 144 small convolutions and as many copies, and a
-MobileNet's ``sem(lrp)`` step thousands of kernel launches (session 4 measured 22 img/s on a shared H100, slower than
-two CPU cores). :class:`GroupedConv2d` writes the input gradient of ``conv2d`` as one grouped ``conv_transpose2d``,
+MobileNet's ``sem(lrp)`` step thousands of kernel launches (22 img/s measured on a shared H100 GPU, slower than a
+2-core CPU). :class:`GroupedConv2d` writes the input gradient of ``conv2d`` as one grouped ``conv_transpose2d``,
 whose own backward is an ordinary grouped convolution backward, so every order of derivative stays one call per
 layer. The values and the gradients are the same (checked by ``gradgradcheck`` in ``tests/test_explain.py``).
 

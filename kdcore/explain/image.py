@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from kdcore.data.augment import to_input
-from kdcore.errors import KDCoreError
-from kdcore.explain import explain
-from kdcore.explain._common import evaluating
-from kdcore.explain.render import render_overlay
 from kdcore.data.imageio import ImageDecodeError, ImageSource, InputSpec, open_image, square_resize, to_grey_array
+from kdcore.errors import KDCoreError
+from kdcore.explain._common import evaluating
+from kdcore.explain.methods import explain
+from kdcore.explain.render import render_overlay
 
 
 @dataclass

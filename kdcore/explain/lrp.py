@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 from zennit.composites import EpsilonPlusFlat
-
 from zennit.core import ParamMod, Stabilizer
 from zennit.rules import ZPlus
 from zennit.types import Convolution
@@ -48,7 +47,7 @@ class NonNegativeZPlus(ZPlus):
         relevance = x * grad
         return tuple(relevance if original.shape == relevance.shape else None for original in grad_input)
 
-    def copy(self) -> "NonNegativeZPlus":
+    def copy(self) -> NonNegativeZPlus:
         return NonNegativeZPlus(self.stabilizer)
 
 

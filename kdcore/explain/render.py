@@ -1,9 +1,9 @@
 """Heatmap overlays on the uploaded slice, as RGB images with a colour bar, at the upload's own size.
 
-LRP relevance is signed: a diverging map (blue negative, white zero, red positive) on a symmetric scale
-``[-m, m]``; LRP relevance is heavy-tailed (a few pixels hold much of it), so ``m`` is the 99.5th percentile of
-the magnitude and larger values saturate. Grad-CAM is non-negative and smooth: a sequential map (``inferno``) on
-``[0, m]``, ``m`` its maximum.
+Each method's colour scale comes from its :class:`~kdcore.explain.methods.Method`. LRP relevance is signed: a
+diverging map (blue negative, white zero, red positive) on a symmetric scale ``[-m, m]``; LRP relevance is
+heavy-tailed (a few pixels hold much of it), so ``m`` is the 99.5th percentile of the magnitude and larger values
+saturate. Grad-CAM is non-negative and smooth: a sequential map (``inferno``) on ``[0, m]``, ``m`` its maximum.
 The colour's opacity grows with the magnitude, so near-zero regions show the slice. The bar sits inside the right
 edge, labelled with its end values.
 """
@@ -16,11 +16,9 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
-from kdcore.errors import KDCoreError
 from kdcore.data.imageio import ImageSource, open_image, to_grey_array
+from kdcore.explain.methods import get_method
 
-#: method -> (matplotlib colour map, signed scale, percentile of the magnitude that ends the scale)
-COLOUR_MAPS = {"lrp": ("bwr", True, 99.5), "gradcam": ("inferno", False, 100.0)}
 MAX_ALPHA = 0.7
 
 
@@ -48,7 +46,7 @@ def _colour_bar(canvas: Image.Image, cmap_name: str, low: float, high: float) ->
 
 def map_scale(heatmaps: list[np.ndarray | torch.Tensor], method: str = "lrp") -> float:
     """The end ``m`` of ``method``'s colour scale over one or more maps, so that several overlays can share it."""
-    percentile = COLOUR_MAPS[method][2]
+    percentile = get_method(method).scale_percentile
     mag = np.concatenate([np.abs(np.asarray(torch.as_tensor(h).detach().float().cpu())).ravel() for h in heatmaps])
     return float(np.percentile(mag, percentile)) or float(mag.max()) or 1.0
 
@@ -61,17 +59,15 @@ def render_overlay(image: ImageSource, heatmap: np.ndarray | torch.Tensor, metho
     the upload's own size. ``scale``: the end of the colour scale (e.g. :func:`map_scale` of maps to compare);
     default: this map's own.
     """
-    if method not in COLOUR_MAPS:
-        raise KDCoreError(f"unknown explanation method {method!r}: choose from {', '.join(COLOUR_MAPS)}")
-    cmap_name, signed, _ = COLOUR_MAPS[method]
+    entry = get_method(method)
     grey = to_grey_array(open_image(image))
     heat = upload_frame(np.asarray(torch.as_tensor(heatmap).detach().float().cpu()), *grey.shape)
     top = scale or map_scale([heat], method)
-    low = -top if signed else 0.0
+    low = -top if entry.signed else 0.0
     unit = np.clip((heat - low) / (top - low), 0.0, 1.0)
-    colour = colormaps[cmap_name](unit)[..., :3]
+    colour = colormaps[entry.colour_map](unit)[..., :3]
     alpha = MAX_ALPHA * np.clip(np.abs(heat) / top, 0.0, 1.0)[..., None]
     rgb = (1 - alpha) * grey[..., None] + alpha * colour
     canvas = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
-    _colour_bar(canvas, cmap_name, low, top)
+    _colour_bar(canvas, entry.colour_map, low, top)
     return np.asarray(canvas)

@@ -68,7 +68,7 @@ scaled to [0, 1], normalised with mean {spec.mean} and std {spec.std}.
 ## Load
 ```python
 import timm
-model = timm.create_model("hf-hub:{repo_id or 'OWNER/NAME'}", pretrained=True)  # or kdcore.models.folder.load_model(folder)
+model = timm.create_model("hf-hub:{repo_id or 'OWNER/NAME'}", pretrained=True)  # or kdcore.models.load_model(folder)
 ```
 """
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content

@@ -27,6 +27,7 @@ from kdcore.paths import BUNDLED_MODELS, bundled_model
 
 WEIGHTS = "model.safetensors"
 
+
 @dataclass
 class ModelInfo:
     """What travels with a model's weights."""

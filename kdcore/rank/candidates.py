@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from kdcore.errors import KDCoreError
 from kdcore.data.imageio import InputSpec
+from kdcore.errors import KDCoreError
 from kdcore.models import count_params, create_model
 from kdcore.models.profile import model_cost
 

@@ -3,51 +3,53 @@
 For one mini-batch ``x`` of ``N`` images and ``K`` classes, teacher ``T`` and a randomly initialised student ``S``:
 
 - relation term: ``F`` = the pre-pooling feature map (``model.forward_features``) flattened to ``(N, CHW)``,
-  ``G = rownorm(F Fᵀ)`` ``(N, N)``, ``M_r = d(G_T, G_S)``;
-- semantic term: one class map per class (Grad-CAM at the pre-pooling feature map, or LRP at the input), averaged
-  over the batch and resized to a common ``map_size²`` grid, gives ``A`` ``(K, HW)``; ``S = rownorm(A) rownorm(A)ᵀ``
-  ``(K, K)``, ``M_s = d(S_T, S_S)``. Both terms compare square matrices, so any widths and map sizes mix;
+  ``G = rownorm(F Fᵀ)`` ``(N, N)`` (:func:`kdcore.explain.class_maps.relation_matrix`), ``M_r = d(G_T, G_S)``;
+- semantic term: one class map per class (:func:`kdcore.explain.class_maps.class_maps`: Grad-CAM at the pre-pooling
+  feature map, or LRP at the input), resized to a common ``map_size²`` grid and averaged over the batch, gives ``A``
+  ``(K, HW)``; ``S = rownorm(A) rownorm(A)ᵀ`` ``(K, K)``, ``M_s = d(S_T, S_S)``. Both terms compare square
+  matrices, so any widths and map sizes mix;
 - ``score = -(M_s + M_r)``, higher is better;
 - ``d`` is the squared L2 distance divided by the number of entries (``||A - B||²_F / n²``, the paper's) or the
   cosine distance of the flattened matrices (``1 - <A, B>_F / (||A||_F ||B||_F)``, the thesis's).
 
 The teacher's matrices are computed once per ranking (:func:`model_terms`) and compared with each student's
-(:func:`compare`). Models are scored in eval mode; their training flags and ``.grad`` are restored afterwards.
+(:func:`compare`). Models are scored in eval mode; their training flags are restored and ``.grad`` is left alone.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kdcore.data.augment import to_input
-from kdcore.rank.candidates import build_candidate
-from kdcore.errors import KDCoreError
 from kdcore.data.imageio import InputSpec
+from kdcore.data.pack import load_train_data
+from kdcore.errors import KDCoreError
+from kdcore.explain import evaluating
+from kdcore.explain.class_maps import class_maps, class_similarity, relation_matrix
 from kdcore.models import count_params
+from kdcore.rank.candidates import build_candidate, candidate_table
 
-MAPS = ("gradcam", "lrp")
 DISTANCES = ("l2", "cosine")
 
 
 @dataclass(frozen=True)
-class Variant:
-    """Which class maps feed the semantic term and which matrix distance both terms use."""
+class ScoreVariant:
+    """A form of the DisWOT score: which class maps feed the semantic term, which matrix distance both terms use."""
 
-    maps: str = "gradcam"
+    maps: str = "gradcam"  # an explanation method of :data:`kdcore.explain.METHODS`
     distance: str = "l2"
     map_images: int | None = None  # class maps from the first images of each batch only (None: all of them)
 
 
-#: ``original``: the paper's form (Grad-CAM, squared L2); ``thesis``: LRP maps and cosine distance. LRP needs a
-#: full backward pass per class, so its maps are averaged over 16 images of each (class-interleaved) batch.
-VARIANTS = {"original": Variant("gradcam", "l2"), "thesis": Variant("lrp", "cosine", map_images=16)}
+#: The score variants by name. ``original``: the paper's form (Grad-CAM, squared L2); ``thesis``: LRP maps and
+#: cosine distance. LRP needs a full backward pass per class, so its maps are averaged over 16 images of each
+#: (class-interleaved) batch.
+SCORES = {"original": ScoreVariant("gradcam", "l2"), "thesis": ScoreVariant("lrp", "cosine", map_images=16)}
 
 
 @dataclass
@@ -56,19 +58,6 @@ class Terms:
 
     grams: list[torch.Tensor]
     similarities: list[torch.Tensor]
-
-
-def relation_matrix(features: torch.Tensor) -> torch.Tensor:
-    """``(N, ...)`` features -> ``(N, N)`` Gram matrix ``F Fᵀ`` with L2-normalised rows (float64)."""
-    f = features.flatten(1).double()
-    f = f / f.abs().max().clamp_min(1e-30)  # a global scale (random inits can overflow); rownorm undoes it
-    return F.normalize(f @ f.T, dim=1)
-
-
-def class_similarity(maps: torch.Tensor) -> torch.Tensor:
-    """``(K, P)`` class maps -> ``(K, K)`` cosine similarities between classes (float64)."""
-    a = F.normalize(maps.double(), dim=1)
-    return a @ a.T
 
 
 def matrix_distance(a: torch.Tensor, b: torch.Tensor, distance: str = "l2") -> float:
@@ -80,76 +69,18 @@ def matrix_distance(a: torch.Tensor, b: torch.Tensor, distance: str = "l2") -> f
     raise KDCoreError(f"unknown distance {distance!r} (choose from {', '.join(DISTANCES)})")
 
 
-def gradcam_maps(model: nn.Module, features: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Grad-CAM of every class at the pre-pooling map: ``(B, C, h, w)`` features -> ``(K, B, h, w)``.
-
-    Gradients flow only through ``model.forward_head`` (the backbone ran once, without a graph); this equals
-    captum's ``LayerGradCam(..., relu_attributions=True)`` on the layer that outputs ``forward_features``.
-    """
-    a = features.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model.forward_head(a)
-        maps = []
-        for k in range(num_classes):
-            (g,) = torch.autograd.grad(logits[:, k].sum(), a, retain_graph=k < num_classes - 1)
-            maps.append(F.relu((g.mean((2, 3), keepdim=True) * a).sum(1)))
-    return torch.stack(maps).detach()
-
-
-def lrp_maps(model: nn.Module, x: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """LRP relevance of every class at the input (:func:`kdcore.explain.explain`, EpsilonPlusFlat): ``(K, B, H, W)``."""
-    from kdcore.explain import explain
-
-    return torch.stack([explain(model, x, k, method="lrp") for k in range(num_classes)])
-
-
-def class_maps(model: nn.Module, x: torch.Tensor, method: str = "gradcam", map_size: int = 16,
-               features: torch.Tensor | None = None) -> torch.Tensor:
-    """Batch-averaged per-class maps on a common grid: ``(B, C, H, W)`` -> ``(K, map_size * map_size)``.
-
-    ``features`` (``model.forward_features(x)``) saves a forward pass for Grad-CAM when already computed.
-    """
-    num_classes = model.num_classes
-    if method == "gradcam":
-        feats = model.forward_features(x) if features is None else features
-        if feats.ndim != 4:
-            raise KDCoreError(f"{type(model).__name__}: Grad-CAM needs a (B, C, h, w) feature map, got {tuple(feats.shape)}")
-        maps = gradcam_maps(model, feats, num_classes)
-    elif method == "lrp":
-        maps = lrp_maps(model, x, num_classes)
-    else:
-        raise KDCoreError(f"unknown class maps {method!r} (choose from {', '.join(MAPS)})")
-    mean = maps.mean(1)[None]  # (1, K, h, w)
-    if mean.shape[-1] > map_size:  # LRP maps at input size: average over each cell (no aliasing)
-        return F.adaptive_avg_pool2d(mean, map_size).flatten(2)[0]
-    return F.interpolate(mean, size=(map_size, map_size), mode="bilinear", align_corners=False).flatten(2)[0]
-
-
-@contextmanager
-def scoring_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside; every module's training flag and every parameter's ``.grad`` restored on exit."""
-    flags = {m: m.training for m in model.modules()}
-    grads = {p: p.grad for p in model.parameters()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
-        for p, g in grads.items():
-            p.grad = g
-
-
-def model_terms(model: nn.Module, batches: list[torch.Tensor], variant: Variant = Variant(), map_size: int = 16) -> Terms:
+def model_terms(model: nn.Module, batches: list[torch.Tensor], variant: ScoreVariant = ScoreVariant(),
+                map_size: int = 16) -> Terms:
     """The relation and class-similarity matrices of ``model`` on each ``(N, C, H, W)`` batch."""
     grams, sims = [], []
-    m = variant.map_images
-    with scoring_mode(model):
+    m, grid = variant.map_images, (map_size, map_size)
+    with evaluating(model):
         for x in batches:
             with torch.no_grad():
                 feats = model.forward_features(x)
             grams.append(relation_matrix(feats))
-            sims.append(class_similarity(class_maps(model, x[:m], variant.maps, map_size, features=feats[:m])))
+            maps = class_maps(model, x[:m], variant.maps, grid, features=feats[:m])  # (n, K, map_size, map_size)
+            sims.append(class_similarity(maps.mean(0).flatten(1)))
     return Terms(grams, sims)
 
 
@@ -193,7 +124,7 @@ def rank(
     names: list[str],
     batches: list[torch.Tensor],
     spec: InputSpec,
-    variant: Variant = VARIANTS["original"],
+    variant: ScoreVariant = SCORES["original"],
     seeds: tuple[int, ...] = (0,),
     map_size: int = 16,
 ) -> list[dict]:
@@ -244,15 +175,12 @@ def rank_for_teacher(
     the training side of ``data``'s split, scores. Rows best first:
     ``{name, family, score, m_s, m_r, score_std, params, flops, latency_ms}``.
     """
-    from kdcore.rank.candidates import candidate_table
-    from kdcore.data.pack import load_train_data
-
-    if variant not in VARIANTS:
-        raise KDCoreError(f"unknown DisWOT variant {variant!r}: choose from {', '.join(VARIANTS)}")
+    if variant not in SCORES:
+        raise KDCoreError(f"unknown DisWOT variant {variant!r}: choose from {', '.join(SCORES)}")
     train = load_train_data(data, spec.size, split)
     if list(train.class_names) != list(class_names):
         raise KDCoreError(f"{data}: classes {train.class_names} differ from the teacher's {class_names}")
     table = {r["name"]: r for r in candidate_table(spec, names, max_params, max_latency_ms, len(class_names))}
     inputs = sample_inputs(train.train.pixels, train.train.labels, spec, batch_size, batches, seed)
-    rows = rank(teacher, list(table), inputs, spec, VARIANTS[variant], seeds=tuple(range(inits)))
+    rows = rank(teacher, list(table), inputs, spec, SCORES[variant], seeds=tuple(range(inits)))
     return [table[r["name"]] | {k: r[k] for k in ("score", "m_s", "m_r", "score_std")} for r in rows]

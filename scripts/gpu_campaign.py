@@ -1,45 +1,44 @@
-"""One lent GPU's worth of training as parallel processes, in one call: teachers, then the students, the ablation
-and the DisWOT validation against the best teacher.
+"""A job scheduler for a multi-process GPU training campaign: teachers, then the students, the ablation's cells and
+the DisWOT validation against the best teacher, as parallel processes sharing one GPU within a time budget.
 
-Made for the few minutes of one H100 (16 cores) that a session may be lent; ``--tiny`` runs the same plan with toy
-budgets on the CPU to check it first. The data travels as a :func:`kdcore.data.pack.save_pack` file (``.xz``-compressed).
+``--tiny`` runs the same plan with toy budgets on the CPU to check it first. The data comes as a
+:func:`kdcore.data.pack.save_pack` file (an ``.xz``-compressed one is unpacked first).
 
 1. Teachers (resnet18, several schedules) and the ablation's student-alone cells, all at once.
 2. When the teachers are done (or at ``--teacher-deadline``): the best by validation accuracy is saved in fp16 as
-   ``models/teacher`` (its fp16 predictions checked against fp32) and its logit/LRP/Grad-CAM caches are built once;
+   the bundled teacher (its fp16 predictions checked against fp32) and its logit/LRP/Grad-CAM caches are built once;
    then the shipped-student candidates, the ablation's KD cells and the DisWOT candidates' distillations run,
    most important first, ``--parallel`` at a time, until ``--deadline``.
 3. Everything small (metrics, configs, cells, results, the new teacher and students) goes into ``OUT`` as a tar
-   split into <= 15 MB parts, with ``campaign.json`` (what ran, how long, what was cut).
+   split into parts of at most 15 MB, with ``campaign.json`` (what ran, how long, what was cut); the cut ablation
+   cells' checkpoints are added, furthest along first, while the whole stays within ``--upload-mb``.
 
-    python -m kdcore pack DATA --size 128 --out .gpu/brain-128.safetensors && xz -9 -k .gpu/brain-128.safetensors
-    python bench/gpu_campaign.py --pack .gpu/brain-128.safetensors.xz --out $OUT --mps
-    python bench/gpu_campaign.py --pack .gpu/brain-128.safetensors.xz --out /tmp/campaign --tiny
+    python -m kdcore pack DATA --size 128 --out brain-128.safetensors && xz -9 -k brain-128.safetensors
+    python -m scripts.gpu_campaign --pack brain-128.safetensors.xz --out OUT --mps
+    python -m scripts.gpu_campaign --pack brain-128.safetensors.xz --out /tmp/campaign --tiny
 
-``--shipped-teacher`` skips step 1's teachers and distils from ``models/teacher``; ``--skip-finished`` leaves out
-the ablation cells already in ``bench/results/distill_ablation.json``. The device tool sends at most 64 MiB: the
-pack (44 MB; lossless WebP gets 41, not enough) and the tracked tree with the fp16 teacher (25 MiB) do not fit in
-one call, so the pack travels in two halves (``split -n 2``) in two calls on the same warm machine: the first only
-copies its half to ``/dev/shm``, the second joins them and runs the campaign. Session 5's second call was
-``cat /dev/shm/kd/pack.xz.part00 .gpu/pack.xz.part01 > /dev/shm/kd/brain-128.safetensors.xz && python3
-bench/gpu_campaign.py --pack /dev/shm/kd/brain-128.safetensors.xz --out $OUT --shipped-teacher --skip-finished
---parallel 12 --max-priority 3 --deadline 555`` (MPS started by hand in the first call; ``--mps`` does it now).
-With MPS and 17 processes, per-step-teacher KD ran at about 760 img/s each and resnet10t_w20 ``sem(lrp)`` cells at
-340-600, against 380 and 169 in session 4 without MPS (16 processes, a different mix): about 2-3x.
-Session 6 (``--cells-only --mps --parallel 16``, ``--cells-only`` being ``--jobs 'ablation/*'`` now; the mobile
-student's cells after :mod:`kdcore.explain.grouped_conv`): its ``sem(lrp)`` cells ran at 119-133 img/s each, but
-16 processes of 4-5 GiB filled the 80 GiB and 7 cells died of CUDA out-of-memory; such a job is now queued again
-with one process fewer at once, and cut cells' checkpoints come back (within the tool's 64 MiB) to be resumed.
-Session 7 (``--jobs 'ablation/*' --mps``): with 10 processes (6 ``sem(lrp)``, 4 Grad-CAM cells of the mobile student)
-the ``sem(lrp)`` jobs took 357-369 s and the Grad-CAM ones 194-197 s; 3 Grad-CAM jobs alone took 102-106 s. The
-GPU is the bottleneck: fewer processes at once finish each sooner at about the same total rate, so the cells that
-must end go first and few at a time. Two cut cells' checkpoints (14.5 MB each for mobilenetv2_035: the projector's
-optimizer state, and the best weights) did not fit beside the pack's second half, the wheels and the tracked tree
-(48 MiB) in one call's 64 MiB: cut cells are resumed here (``--resume`` takes them back to a GPU when they fit).
-A cell cut after its last epoch now comes back with its best weights alone (about 1.6 MB for mobilenetv2_035: 0.40 M fp32 parameters), from which
-``bench/distill_ablation.py --only`` writes its ``cell.json`` without training.
-Carry the pinned timm and zennit as wheels (``/work/.library/device/README.md``): the GPU image's timm 1.0.29
-writes no ``model_args`` into ``config.json``, so a saved width variant (``resnet10t_w20``) would not load.
+``--shipped-teacher`` skips step 1's teachers and distils from the bundled teacher; ``--skip-finished`` leaves out
+the ablation cells already in ``bench/results/distill_ablation.json``; ``--jobs 'ablation/*'`` runs the ablation's
+cells alone.
+
+Sharing the GPU (an 80 GiB H100 with 16 CPU cores):
+
+- With NVIDIA's Multi-Process Service (``--mps``) the processes run kernels side by side instead of in time slices:
+  with 17 processes, per-step-teacher KD ran at about 760 img/s each and resnet10t_w20 ``sem(lrp)`` cells at
+  340-600, against 380 and 169 with 16 processes without it (a different mix): about 2-3x.
+- 16 processes of 4-5 GiB fill the 80 GiB: a job that dies of CUDA out-of-memory is queued again with one process
+  fewer at once, and resumes from its last epoch's checkpoint.
+- The GPU is the bottleneck: with 10 processes (6 ``sem(lrp)``, 4 Grad-CAM cells of mobilenetv2_035) the
+  ``sem(lrp)`` jobs took 357-369 s and the Grad-CAM ones 194-197 s; 3 Grad-CAM jobs alone took 102-106 s. Fewer
+  processes at once finish each sooner at about the same total rate, so the cells that must end go first, few at
+  a time.
+- A cell cut after its last epoch comes back with its best weights alone (about 1.6 MB for mobilenetv2_035: 0.40 M
+  fp32 parameters), from which ``python -m bench.distill_ablation --only`` writes its ``cell.json`` without
+  training; a cell cut earlier brings its checkpoint (14.5 MB for mobilenetv2_035: the projector's optimizer state,
+  and the best weights), which ``--resume`` takes back to a GPU.
+
+Run it with the timm and zennit of ``requirements.txt``: timm 1.0.29 writes no ``model_args`` into ``config.json``,
+so a saved width variant (``resnet10t_w20``) would not load.
 """
 
 from __future__ import annotations
@@ -58,9 +57,14 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
+from bench.distill_ablation import CONFIGS, STUDENTS
+from bench.diswot_validate import BENCH_CANDIDATES
+from bench.report import RESULTS
+from kdcore.paths import bundled_model
+
 REPO = Path(__file__).resolve().parent.parent
-STUDENTS = ("resnet10t_w20", "mobilenetv2_035")  # the shipped family's pick and a capacity-limited mobile net
-ABLATION_CONFIGS = ("1-alone", "2-kd", "3-diswot", "4-thesis", "5a-diswot+cosine", "5b-diswot+lrp")
+ABLATION_CONFIGS = tuple(CONFIGS)
+TEACHER_ARCNAME = "kdcore/bundled/models/teacher"  # where the new teacher goes when the results are unpacked
 TUNING = ("2-kd@T2", "3-diswot@w0.1", "4-thesis@w0.1", "5a-diswot+cosine@w0.1", "5b-diswot+lrp@w0.1")  # seed 0
 
 
@@ -96,8 +100,8 @@ class Pool:
             if rc is not None:
                 j.status, j.end = ("ok" if rc == 0 else "failed"), self.now()
                 if rc != 0 and ran_out_of_memory(j.log) and j.info.get("oom", 0) < 2:
-                    # queued again, and one process fewer at once: the GPU's memory was full (session 6: 16 cells
-                    # of ~5 GiB each on an 80 GiB H100); a cell resumes from its last epoch's checkpoint
+                    # queued again, and one process fewer at once: the GPU's memory was full (16 cells of ~5 GiB
+                    # each fill an 80 GiB H100); a cell resumes from its last epoch's checkpoint
                     j.info["oom"] = j.info.get("oom", 0) + 1
                     j.status, self.parallel = "queued", max(1, self.parallel - 1)
         if launch:
@@ -151,15 +155,15 @@ def start_mps() -> str:
 def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], list[tuple]]:
     """(stage-1 jobs, stage-2 jobs) as (name, argv, priority); lower priorities start first.
 
-    Stage 2, by priority: 0 the shipped-student candidates (full 120-epoch per-step KD schedules: the 80-epoch runs
-    of session 4 were still noisy near their end) and the shipped student's ``sem(lrp)`` cells of seeds 0-2 with the
+    Stage 2, by priority: 0 the shipped-student candidates (full 120-epoch per-step KD schedules: 80-epoch runs
+    were still noisy near their end) and the shipped student's ``sem(lrp)`` cells of seeds 0-2 with the
     tuning grid's ``sem(lrp)`` cells; 1 the rest of the tuning grid (seed 0 of the shipped student: T 2 for KD, weight
     0.1 on feat and sem), the thesis cells of seeds 3-4 and the tuned thesis on seeds 1-2; 2 the shipped student's
     other cells and the mobile student's seeds 0-2, ``sem(lrp)`` first; 3 the mobile student's tuning grid and its
     seeds 3-4 (its grid keeps the thesis at weight 1: no tuned thesis to repeat), then the thesis with per-step
     teacher maps (``4-thesis@perstep``, seeds 0-2: the cached maps, warped with the augmentation, are at cosine 0.61
     from the per-step ones); 4 DisWOT.
-    Rates seen with 16 processes on one H100 (session 4): ``sem(lrp)`` 169 img/s on resnet10t_w20 but 22 img/s on
+    Rates seen with 16 processes on one H100: ``sem(lrp)`` 169 img/s on resnet10t_w20 but 22 img/s on
     mobilenetv2_035 (PyTorch's double backward of a depthwise convolution, one call per channel, before
     :mod:`kdcore.explain.grouped_conv`), Grad-CAM ``sem`` 370, ce+kd 565-925, per-step-teacher KD 380; with 4
     processes alone, per-step-teacher KD ran at 3000-3200 img/s each. ``--jobs 'ablation/*'`` runs the ablation alone.
@@ -173,7 +177,8 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     stage1 = [(n, ["-m", "kdcore", "train-teacher", "--arch", "resnet18", "--data", str(pack), "--out", str(runs / n),
                    "--epochs", str(1 if t else e), "--batch-size", str(b), "--lr", str(lr), "--seed", str(s), *cap], 0)
               for n, e, b, lr, s in teachers]
-    ablation = ["bench/distill_ablation.py", "--data", str(pack), "--teacher", "teacher", "--students", ",".join(STUDENTS),
+    ablation = ["-m", "bench.distill_ablation", "--data", str(pack), "--teacher", "teacher",
+                "--students", ",".join(STUDENTS),
                 "--size", "128", "--epochs", str(1 if t else 20), "--batch-size", "128", "--lr", "4e-3",
                 "--runs", str(runs / "ablation"), *cap]
     cell = lambda st, c, s, prio: (f"ablation/{st}/{c}/{s}", ablation + ["--only", f"{st}/{c}/{s}"], prio)  # noqa: E731
@@ -200,9 +205,7 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     stage2 += [cell(mobile, c, 0, 3) for c in TUNING]
     stage2 += [cell(mobile, c, s, 3) for s in later for c in by_cost]  # its grid keeps the thesis at weight 1
     stage2 += [cell(r10, "4-thesis@perstep", s, 3) for s in seeds if s <= 2]  # the teacher cache's control
-    from diswot_validate import BENCH_CANDIDATES
-
-    diswot = ["bench/diswot_validate.py", "--data", str(pack), "--teacher", "models/teacher", "--runs",
+    diswot = ["-m", "bench.diswot_validate", "--data", str(pack), "--teacher", "teacher", "--runs",
               str(runs / "diswot"), "--epochs", str(1 if t else 15), "--batch-size", "128", *cap]
     stage2 += [(f"diswot/{c}/{s}", diswot + ["--only", f"{c}/{s}"], 4) for s in (0, 1)
                for c in BENCH_CANDIDATES[: 2 if t else None]]
@@ -210,12 +213,12 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
 
 
 def select_teacher(runs: Path, names: list[str], pack: Path) -> dict:
-    """Ship the best teacher run's model in fp16 as ``models/teacher`` (its predictions checked against fp32)."""
+    """Ship the best teacher run's model in fp16 as the bundled teacher (its predictions checked against fp32)."""
     import torch
 
     from kdcore.data.pack import load_train_data
-    from kdcore.models import BUNDLED, load_model, save_model
-    from kdcore.engine.loop import predict_logits
+    from kdcore.models import load_model, save_model
+    from kdcore.models.predict import predict_logits
 
     scores = {}
     for n in names:
@@ -227,7 +230,7 @@ def select_teacher(runs: Path, names: list[str], pack: Path) -> dict:
     model, info = load_model(runs / best / "best", dev)
     data = load_train_data(str(pack), info.spec.size)
     pred32 = predict_logits(model, data.val.pixels, info.spec).argmax(1).cpu()
-    dst = BUNDLED["teacher"]
+    dst = bundled_model("teacher")
     shutil.rmtree(dst, ignore_errors=True)
     save_model(model.cpu(), dst, info, half=True)
     teacher, tinfo = load_model("teacher", dev)
@@ -261,7 +264,7 @@ def select(jobs: list[tuple], patterns: list[str], done: set[str]) -> list[tuple
 
 def finished_cells() -> set[str]:
     """Job names of the ablation cells already in ``bench/results/distill_ablation.json`` (same settings)."""
-    path = REPO / "bench" / "results" / "distill_ablation.json"
+    path = RESULTS / "distill_ablation.json"
     if not path.is_file():
         return set()
     return {f"ablation/{key}" for key in json.loads(path.read_text()).get("cells", {})}
@@ -285,17 +288,18 @@ def trained_out(cell: Path) -> bool:
     return json.loads((cell / "checkpoint.json").read_text()).get("epoch", -1) + 1 >= epochs
 
 
-def pack_results(out: Path, runs: Path, part_mb: int = 15, budget_mb: int = 58, teacher: bool = True) -> list[str]:
-    """Small files of every run, plus models/teacher when ``teacher`` (a new one was chosen), into
-    ``out/results.tar`` parts; then the cut ablation cells, furthest first, each that keeps the tar within
-    ``budget_mb`` (the device tool returns at most 64 MiB): their checkpoints and best weights, which
-    ``bench/distill_ablation.py --only`` resumes wherever the cell's folder is put back (``--resume`` here), or,
-    for a cell cut after its last epoch, its best weights alone, from which ``--only`` writes ``cell.json``."""
+def pack_results(out: Path, runs: Path, part_mb: int = 15, budget_mb: int = 58,
+                 teacher: Path | None = None) -> list[str]:
+    """Small files of every run, plus the model folder ``teacher`` (a new one was chosen), into ``out/results.tar``
+    parts of ``part_mb``; then the cut ablation cells, furthest first, each that keeps the tar within ``budget_mb``
+    (an upload limit): their checkpoints and best weights, which ``python -m bench.distill_ablation --only`` resumes
+    wherever the cell's folder is put back (``--resume`` here), or, for a cell cut after its last epoch, its best
+    weights alone, from which ``--only`` writes ``cell.json``."""
     keep = ("metrics.jsonl", "config.json", "cell.json", "result.json", "README.md", "model.safetensors", ".log")
     tar_path = out / "results.tar"
     with tarfile.open(tar_path, "w") as tar:
-        if teacher:
-            tar.add(REPO / "models" / "teacher", arcname="models/teacher")
+        if teacher is not None:
+            tar.add(teacher, arcname=TEACHER_ARCNAME)
         for f in sorted(runs.rglob("*")):
             rel = f.relative_to(runs)
             if not f.is_file() or not f.name.endswith(keep) or "checkpoint" in f.name:
@@ -328,11 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="/dev/shm/kdcore-campaign", help="fast scratch folder for runs and caches")
     p.add_argument("--parallel", type=int, default=16)
     p.add_argument("--teacher-deadline", type=float, default=230.0, help="seconds: stop waiting for teachers")
-    p.add_argument("--deadline", type=float, default=500.0, help="seconds: kill what still runs, then pack")
+    p.add_argument("--deadline", type=float, default=500.0,
+                   help="the time budget in seconds: then kill what still runs and pack the results")
+    p.add_argument("--upload-mb", type=int, default=58,
+                   help="an upload limit: cut cells' checkpoints are packed only while the results stay within it")
     p.add_argument("--max-priority", type=int, default=99, help="start no stage-2 job of a higher priority number")
     p.add_argument("--mps", action="store_true", help="start NVIDIA MPS first (processes share the GPU at once)")
     p.add_argument("--tiny", action="store_true", help="toy budgets, to check the plan on the CPU")
-    p.add_argument("--shipped-teacher", action="store_true", help="train no teachers: distil from models/teacher")
+    p.add_argument("--shipped-teacher", action="store_true", help="train no teachers: distil from the bundled one")
     p.add_argument("--jobs", default="*", help="comma-separated name patterns (fnmatch) of the jobs to run, e.g. "
                    "'ablation/*' for the ablation's cells alone or 'ablation/mobilenetv2_035/3-diswot/*'")
     p.add_argument("--resume", help="folder of cut ablation cells (<student>/<config>/seed<k>, with checkpoints, as "
@@ -352,10 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         with lzma.open(pack) as src, open(dst, "wb") as f:
             shutil.copyfileobj(src, f, 1 << 24)
         pack = dst
-    sys.path[:0] = [str(REPO), str(REPO / "bench")]
     env = os.environ | {"OMP_NUM_THREADS": "1", "TQDM_MININTERVAL": "10", "KDCORE_CACHE": str(work / "cache"),
-                        "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",  # less memory lost to fragments
-                        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+                        "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}  # less memory lost to fragments
     report: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv, "tiny": a.tiny,
                     "unpack_s": round(time.time() - t0, 1)}
     if a.mps:
@@ -406,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     pool.kill(pool.jobs)
     report["end_s"] = pool.now()
     write()
-    report["parts"] = pack_results(out, runs, teacher=not a.shipped_teacher)
+    report["parts"] = pack_results(out, runs, budget_mb=a.upload_mb,
+                                   teacher=None if a.shipped_teacher else bundled_model("teacher"))
     report["packed_s"] = pool.now()
     write()
     print(json.dumps({k: v for k, v in report.items() if k != "jobs"}, indent=1))

@@ -1,0 +1,163 @@
+"""A distillation run's configuration and every default of it: :class:`DistillConfig`, :class:`RunConfig`,
+:data:`PRESETS`, and the ways to build one (:func:`make_config`, :func:`config_from_options`, :func:`parse_loss`).
+
+Config precedence: defaults < preset (:data:`PRESETS`) < config file < explicit overrides. A run folder's
+``config.json`` is itself a valid config file, so any run can be repeated with ``--config RUN_DIR/config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kdcore.distill.losses import FEAT_DISTANCES, LOSSES
+from kdcore.engine.loop import TrainConfig
+from kdcore.errors import KDCoreError
+from kdcore.explain import METHODS
+
+#: the explanation maps the ``sem`` term can compare
+SEM_MAPS = tuple(METHODS)
+
+#: Named starting points. ``short``: a small student at 64 px on a subset, <= 5 min on 2 CPU cores; no augmentation
+#: (10 short epochs do not over-fit, and the cached clean-view teacher logits then match the input exactly).
+PRESETS: dict[str, dict] = {
+    "short": {
+        "student": "mobilenetv2_035",
+        "size": 64,
+        "train": {"epochs": 10, "batch_size": 64, "lr": 4e-3, "max_images": 3072, "warmup_epochs": 0.5,
+                  "augment": {"enabled": False}},
+        "distill": {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 4.0},
+    },
+}
+
+
+@dataclass
+class DistillConfig:
+    """Which terms of :data:`~kdcore.distill.losses.LOSSES`, their weights and settings; saved under ``"distill"``."""
+
+    loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0, "kd": 1.0})
+    temperature: float = 4.0
+    feat_distance: str = "cosine"  # one of FEAT_DISTANCES
+    sem_map: str = "lrp"  # one of SEM_MAPS
+    teacher_cache: bool = True  # logits and maps of the un-augmented images, computed once (maps warped per batch)
+    map_size: int = 32  # resolution of the cached teacher maps
+
+    def __post_init__(self) -> None:
+        self.loss = {k: float(v) for k, v in self.loss.items()}
+        unknown = sorted(set(self.loss) - set(LOSSES))
+        if unknown:
+            raise KDCoreError(f"unknown loss term(s) {', '.join(unknown)}: choose from {', '.join(LOSSES)}")
+        if not self.weights:
+            raise KDCoreError("the loss has no term with a non-zero weight")
+        if self.feat_distance not in FEAT_DISTANCES:
+            raise KDCoreError(f"feat distance must be one of {', '.join(FEAT_DISTANCES)}, not {self.feat_distance!r}")
+        if self.sem_map not in SEM_MAPS:
+            raise KDCoreError(f"sem map must be one of {', '.join(SEM_MAPS)}, not {self.sem_map!r}")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The active terms (non-zero weight), in registry order."""
+        return {k: self.loss[k] for k in LOSSES if self.loss.get(k, 0.0) != 0.0}
+
+    @property
+    def teacher_needs(self) -> set[str]:
+        """What the active terms need from the teacher: ``logits``, ``features``, ``map``."""
+        return {need for k in self.weights for need in LOSSES[k].teacher}
+
+    def describe(self) -> str:
+        """E.g. ``1*ce + 1*kd(T=4) + 1*feat(cosine) + 1*sem(lrp)``."""
+        def setting(k: str) -> str:
+            fn = LOSSES[k].setting
+            return f"({fn(self)})" if fn is not None else ""
+
+        return " + ".join(f"{w:g}*{k}{setting(k)}" for k, w in self.weights.items())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DistillConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class RunConfig:
+    """Everything a distillation run depends on besides the data folder; saved in ``RUN_DIR/config.json``."""
+
+    teacher: str = "teacher"
+    student: str = "mobilenetv2_035"
+    size: int = 128
+    init: str | None = None  # a model folder of ``student``'s architecture to start from (else a random init)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def to_dict(self) -> dict:
+        return {"teacher": self.teacher, "student": self.student, "size": self.size, "init": self.init,
+                "train": self.train.to_dict(), "distill": self.distill.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        base = cls()
+        return cls(
+            teacher=d.get("teacher", base.teacher), student=d.get("student", base.student),
+            size=int(d.get("size", base.size)), init=d.get("init"), train=TrainConfig.from_dict(d.get("train", {})),
+            distill=DistillConfig.from_dict(d.get("distill", {})),
+        )
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Recursive dict update; the ``loss`` dict is replaced as a whole (a term left out is off)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "loss" else v
+    return out
+
+
+def make_config(preset: str | None = None, file: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """Defaults, then ``PRESETS[preset]``, then the JSON ``file``, then ``overrides`` (same nested layout)."""
+    d = RunConfig().to_dict()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise KDCoreError(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
+        d = _merge(d, PRESETS[preset])
+    if file is not None:
+        try:
+            d = _merge(d, json.loads(Path(file).read_text()))
+        except (OSError, ValueError) as e:
+            raise KDCoreError(f"{file}: unreadable config ({e})") from None
+    return RunConfig.from_dict(_merge(d, overrides or {}))
+
+
+def config_from_options(preset: str | None = None, file: str | Path | None = None, **options) -> RunConfig:
+    """:func:`make_config` from flat options, None meaning "not given": what a command line or a form collects.
+
+    Each option is a field of :class:`RunConfig` (``teacher``, ``student``, ``size``, ``init``), of
+    :class:`~kdcore.engine.loop.TrainConfig` (``epochs``, ``lr``, ...) or of :class:`DistillConfig` (``loss``,
+    ``temperature``, ...), e.g. ``config_from_options("short", student="resnet10t", epochs=2, loss={"ce": 1})``.
+    """
+    overrides: dict = {"train": {}, "distill": {}}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in ("teacher", "student", "size", "init"):
+            overrides[name] = value
+        elif name in TrainConfig.__dataclass_fields__:
+            overrides["train"][name] = value
+        elif name in DistillConfig.__dataclass_fields__:
+            overrides["distill"][name] = value
+        else:
+            raise KDCoreError(f"unknown run option {name!r}")
+    return make_config(preset, file, overrides)
+
+
+def parse_loss(text: str) -> dict[str, float]:
+    """``"ce=1,kd=0.5"`` -> ``{"ce": 1.0, "kd": 0.5}``."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.partition("=")
+        try:
+            out[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise KDCoreError(f"--loss: {part!r} is not NAME=WEIGHT") from None
+    return out

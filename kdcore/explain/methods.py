@@ -1,0 +1,76 @@
+"""The explanation methods, registered by name in :data:`METHODS`, and the two calls that dispatch on the name.
+
+A :class:`Method` holds everything kdcore knows about one method: its map for viewing and for a teacher's targets,
+its differentiable map for a student's loss, and how the app names it and colours its overlay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from kdcore.errors import KDCoreError
+from kdcore.explain._common import Target
+from kdcore.explain.differentiable import gradient_x_input
+from kdcore.explain.gradcam import grad_cam
+from kdcore.explain.grouped_conv import FastGroupedConvs
+from kdcore.explain.lrp import lrp_map
+
+#: ``fn(model, x (B, C, H, W), target) -> (B, H, W)``
+MapFn = Callable[[nn.Module, torch.Tensor, Target], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One explanation method: its maps, its name and description in the app, its overlay's colour scale."""
+
+    fn: MapFn  #: the map explained (detached by :func:`explain`)
+    differentiable: MapFn  #: a map whose gradient reaches every parameter (for a loss on a student's map)
+    title: str  #: short name, e.g. under an overlay
+    description: str  #: one line on what the map shows
+    colour_map: str  #: matplotlib colour map of the overlay
+    signed: bool  #: colour scale ``[-m, m]`` (signed maps) or ``[0, m]``
+    scale_percentile: float  #: the percentile of ``|map|`` that ends the colour scale (``m``)
+
+
+METHODS: dict[str, Method] = {
+    "lrp": Method(
+        lrp_map, gradient_x_input, "LRP",
+        "how much each pixel contributed to the predicted class, traced back layer by layer (red for, blue against).",
+        "bwr", True, 99.5),  # relevance is heavy-tailed: the largest values saturate
+    "gradcam": Method(
+        grad_cam, partial(grad_cam, create_graph=True), "Grad-CAM",
+        "which regions of the last convolutional stage drive the predicted class (coarse, always >= 0).",
+        "inferno", False, 100.0),
+}
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``; a :class:`KDCoreError` naming the choices for any other name."""
+    if name not in METHODS:
+        raise KDCoreError(f"unknown explanation method {name!r}: choose from {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def explain(model: nn.Module, x: torch.Tensor, target: Target = None, method: str = "lrp") -> torch.Tensor:
+    """Heatmaps ``(B, H, W)`` at input size for ``x`` ``(B, C, H, W)``; ``target`` None = the predicted class.
+
+    LRP maps are signed relevance summing to the target logit (up to the biases' share); Grad-CAM maps are >= 0.
+    The model is evaluated in eval mode and left as it was (mode, hooks, weights, ``.grad``).
+    """
+    return get_method(method).fn(model, x, target).detach()
+
+
+def student_map(model: nn.Module, x: torch.Tensor, target: Target = None, method: str = "lrp") -> torch.Tensor:
+    """A map ``(B, H, W)`` for input ``(B, C, H, W)`` whose gradient reaches every parameter of ``model``.
+
+    Computed in eval mode, with grouped convolutions in :class:`~kdcore.explain.grouped_conv.FastGroupedConvs`
+    (a loss on the map differentiates each convolution's backward).
+    """
+    fn = get_method(method).differentiable
+    with FastGroupedConvs():
+        return fn(model, x, target)

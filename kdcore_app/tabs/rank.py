@@ -1,0 +1,69 @@
+"""The Rank tab: training-free DisWOT ranking of candidate student architectures against a teacher."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import gradio as gr
+import pandas as pd
+
+from kdcore.explain import METHODS
+from kdcore.rank.diswot import SCORES
+from kdcore.service import rank_students
+from kdcore_app.errors import user_errors
+from kdcore_app.figures import rank_figure
+from kdcore_app.state import AppState
+
+ABOUT = ("DisWOT (training-free): how well each candidate architecture, at random initialisation, matches the "
+         "teacher's class-similarity (Grad-CAM or LRP maps) and sample-relation matrices on one stratified batch. "
+         "Higher is better; it is a guide to what to distill, not a prediction of the distilled accuracy.")
+
+
+class RankTab(NamedTuple):
+    teacher: gr.Dropdown
+    pick: gr.Dropdown  # the ranked candidate to distill
+    to_distill: gr.Button
+
+
+def ranking_table(rows: list[dict]) -> pd.DataFrame:
+    """The ranking (best first) as the table shown."""
+    return pd.DataFrame([{"rank": i, "candidate": r["name"], "family": r["family"], "score": round(r["score"], 5),
+                          "M_s": round(r["m_s"], 5), "M_r": float(f"{r['m_r']:.3g}"),
+                          "params (M)": round(r["params"] / 1e6, 3), "MFLOPs": round(r["flops"] / 1e6, 1),
+                          "latency ms": r["latency_ms"]} for i, r in enumerate(rows, 1)])
+
+
+def build(state: AppState) -> RankTab:
+    """Teacher, limits, variant and candidates in; the ranking table, its plot and a candidate to distill out."""
+
+    @user_errors
+    def on_rank(teacher: str, data: str, max_params_m: float | None, max_latency: float | None, variant: str,
+                names: str, batch_size: int):
+        rows = rank_students(state.store, teacher, data,
+                             names=[n.strip() for n in names.split(",") if n.strip()] or None,
+                             max_params=int(max_params_m * 1e6) if max_params_m else None,
+                             max_latency_ms=max_latency or None, variant=variant, batch_size=int(batch_size))
+        ranked = [r["name"] for r in rows]
+        return ranking_table(rows), rank_figure(rows), gr.Dropdown(choices=ranked, value=ranked[0])
+
+    variants = "; ".join(f"{name}: {METHODS[v.maps].title} + {v.distance}" for name, v in SCORES.items())
+    with gr.Tab("Rank students", id="rank"):
+        gr.Markdown(ABOUT)
+        with gr.Row():
+            teacher = gr.Dropdown(state.models(), value="teacher", label="teacher", allow_custom_value=True)
+            max_params = gr.Number(None, label="max params (M)", minimum=0)
+            max_latency = gr.Number(None, label="max latency (ms, batch 1)", minimum=0)
+            variant = gr.Radio(list(SCORES), value=next(iter(SCORES)), label=f"variant ({variants})")
+        with gr.Row():
+            data = gr.Textbox(state.data_dir, label="data folder (one sub-folder per class)")
+            names = gr.Textbox("", label="candidates (comma-separated; empty: the whole registry)")
+            batch = gr.Number(64, label="batch size", precision=0, minimum=4)
+        run = gr.Button("Rank", variant="primary")
+        table = gr.Dataframe(label="ranking", interactive=False)
+        plot = gr.Plot()
+        with gr.Row():
+            pick = gr.Dropdown([], label="candidate to distill")
+            to_distill = gr.Button("Distill this candidate")
+    run.click(on_rank, [teacher, data, max_params, max_latency, variant, names, batch], [table, plot, pick],
+              api_name="rank")
+    return RankTab(teacher, pick, to_distill)
