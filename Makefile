@@ -16,4 +16,5 @@ test-deps:
 	  else echo "chromium missing and not root: browser tests will be skipped"; fi; }
 
 test: test-deps
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q

@@ -58,6 +58,11 @@ PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("2-kd", "1-alone"), ("3
          ("4-thesis@perstep", "4-thesis"), ("4-thesis@perstep", "2-kd"))  # and with per-step teacher maps
 
 
+def _fmt_diff(d: dict) -> str:
+    """``+0.0123 [-0.0045, +0.0290]``: a paired difference and its 95% interval."""
+    return f"{d['diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+
+
 def variant(config: str) -> tuple[str, dict]:
     """``"4-thesis@w0.1"`` -> ``("4-thesis", DistillConfig overrides)``: the base configuration's terms, retuned."""
     base, _, var = config.partition("@")
@@ -209,8 +214,7 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
             pb = np.array([cells[f"{student}/{b_cfg}/{sd}"]["pred"] for sd in seeds])
             d = paired_bootstrap(pa, pb, y, k)
             summary[student][f"{a_cfg} vs {b_cfg}"] = d
-            fmt = lambda m: f"{d[m]['diff']:+.4f} [{d[m]['ci95'][0]:+.4f}, {d[m]['ci95'][1]:+.4f}]"  # noqa: E731
-            rows.append([student, f"({a_cfg}) - ({b_cfg})", fmt("accuracy"), fmt("macro_f1")])
+            rows.append([student, f"({a_cfg}) - ({b_cfg})", *(_fmt_diff(d[m]) for m in ("accuracy", "macro_f1"))])
     lines += ["", "Paired differences (mean over seeds; 95% bootstrap CI over seeds and validation images):", "",
               *md_table(["student", "comparison", "Δ accuracy [95% CI]", "Δ macro-F1 [95% CI]"], rows)]
     tuned = sorted(key for key in cells if "@" in key)

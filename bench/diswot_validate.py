@@ -99,7 +99,8 @@ def distill(name: str, seed: int, teacher: Path, a: argparse.Namespace) -> dict:
         if result["budget"] != b:
             sys.exit(f"{done} was made with another budget: choose another --runs")
         return result
-    cfg = make_config(None, overrides=b | {"teacher": str(teacher), "student": name, "train": b["train"] | {"seed": seed}})
+    overrides = b | {"teacher": str(teacher), "student": name, "train": b["train"] | {"seed": seed}}
+    cfg = make_config(None, overrides=overrides)
     t0 = time.perf_counter()
     final = run_to_end(run(cfg, a.data, out, resume=has_checkpoint(out), split=a.split))
     hist = final["history"]

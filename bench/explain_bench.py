@@ -46,7 +46,7 @@ def curves(model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor, targets:
 
     Pixels go in ``patch`` x ``patch`` squares ranked by their summed map.
     """
-    b, _, h, w = x.shape
+    _b, _, _h, _w = x.shape
     scores = F.avg_pool2d(maps[:, None], patch)
     rank = scores.flatten(1).argsort(1, descending=True).argsort(1).view(scores.shape)  # 0 = most relevant patch
     rank = rank.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
@@ -101,7 +101,7 @@ def bench_model(ref: str, a: argparse.Namespace) -> dict:
     row["forward_backward_s"] = median_time(forward_backward, a.repeats)
     model.zero_grad(set_to_none=True)
     for method in ("lrp", "gradcam"):
-        row[method]["time_s"] = median_time(lambda: explain(model, x, None, method), a.repeats)
+        row[method]["time_s"] = median_time(lambda m=method: explain(model, x, None, m), a.repeats)
         row[method]["x_forward_backward"] = row[method]["time_s"] / row["forward_backward_s"]
     print(f"{ref} timing: {row['forward_backward_s']:.3f}s fwd+bwd, lrp x{row['lrp']['x_forward_backward']:.2f}, "
           f"gradcam x{row['gradcam']['x_forward_backward']:.2f}", flush=True)

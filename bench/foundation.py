@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     result["teacher_val"] = {k: ev[k] for k in ("accuracy", "macro_f1", "roc_auc", "ece", "num_images", "params",
                                                 "flops", "latency_ms_batch1")}
     history = [json.loads(line) for line in (Path(a.run) / "metrics.jsonl").read_text().splitlines()]
-    result["teacher_training"] = {"epochs": len(history), "train_time_min": sum(h["epoch_time_s"] for h in history) / 60,
+    result["teacher_training"] = {"epochs": len(history),
+                                  "train_time_min": sum(h["epoch_time_s"] for h in history) / 60,
                                   "mean_images_per_s": sum(h["images_per_s"] for h in history) / len(history),
                                   "device": load_model(a.teacher)[1].summary.get("device", "this CPU")}
     result["loop_speed"] = loop_speed(data, "resnet18", 128, 64, a.steps)

@@ -75,11 +75,12 @@ def write_card(ref: str, model, info: ModelInfo, row: dict, measured_by: str) ->
 
     folder = resolve_model_path(ref)
     with safe_open(str(folder / WEIGHTS), "pt") as f:
-        half = any(f.get_slice(k).get_dtype() == "F16" for k in f.keys())
+        half = any(f.get_slice(k).get_dtype() == "F16" for k in f.keys())  # noqa: SIM118 - safe_open is not iterable
     profile = {"params": row["params"], "params_vs_teacher": row["params_ratio"], "mflops": row["flops"] / 1e6,
                "latency_ms_batch1_onnxruntime": row["latency_ms_batch1_onnxruntime"],
                "latency_vs_teacher_onnxruntime": row["latency_ratio_onnxruntime"],
-               "latency_ms_batch1_pytorch": row["latency_ms_batch1"], "latency_vs_teacher_pytorch": row["latency_ratio"],
+               "latency_ms_batch1_pytorch": row["latency_ms_batch1"],
+               "latency_vs_teacher_pytorch": row["latency_ratio"],
                "measured_by": measured_by, "machine": f"{os.cpu_count()} CPU cores, batch 1, interleaved rounds"}
     val = info.summary.get("val_metrics", {}) | {"roc_auc": row["roc_auc"]}
     summary = info.summary | {"val_metrics": val, "profile": profile}

@@ -13,9 +13,10 @@ import threading
 import time
 import zipfile
 from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,12 +24,12 @@ from PIL import Image
 from torch import nn
 
 from kdcore.data.augment import to_input
+from kdcore.data.imageio import ImageDecodeError, ImageSource, open_image, square_resize, to_grey_array
 from kdcore.errors import KDCoreError
-from kdcore.paths import BUNDLED_MODELS, runs_dir
 from kdcore.explain import METHODS, explain
 from kdcore.explain.render import map_scale, render_overlay
-from kdcore.data.imageio import ImageDecodeError, ImageSource, open_image, square_resize, to_grey_array
 from kdcore.models import WEIGHTS, ModelInfo, count_params, load_model, resolve_model_path
+from kdcore.paths import BUNDLED_MODELS, runs_dir
 
 if TYPE_CHECKING:
     from kdcore.distill import RunConfig
@@ -54,7 +55,7 @@ class ModelStore:
         self._runners: dict[int, object] = {}
 
     @classmethod
-    def with_defaults(cls, teacher: str | None = None, student: str | None = None) -> "ModelStore":
+    def with_defaults(cls, teacher: str | None = None, student: str | None = None) -> ModelStore:
         """``teacher``/``student`` refs (default: env ``KDCORE_TEACHER``/``KDCORE_STUDENT``, else the bundled ones)."""
         refs = {"teacher": teacher or os.environ.get("KDCORE_TEACHER") or "teacher",
                 "student": student or os.environ.get("KDCORE_STUDENT") or "student"}
@@ -123,7 +124,7 @@ class ModelStore:
             from kdcore.models.runtime import onnx_runner
 
             run = onnx_runner(model, info.spec)
-        except Exception as e:  # noqa: BLE001 - any export/runtime failure: predict with PyTorch instead
+        except Exception as e:
             log.warning("%s: ONNX Runtime unavailable (%s); predicting with PyTorch", name, str(e).splitlines()[0])
             run = model
         with self._lock:

@@ -42,7 +42,7 @@ def user_errors(fn: F) -> F:
         def gen_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except Exception as e:  # noqa: BLE001 - the UI boundary
+            except Exception as e:
                 raise report(e) from None
         return gen_wrapper  # type: ignore[return-value]
 
@@ -50,6 +50,6 @@ def user_errors(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - the UI boundary
+        except Exception as e:
             raise report(e) from None
     return wrapper  # type: ignore[return-value]

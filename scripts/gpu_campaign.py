@@ -109,8 +109,9 @@ class Pool:
                 if len(self.running()) >= self.parallel:
                     break
                 j.log.parent.mkdir(parents=True, exist_ok=True)
-                j.proc = subprocess.Popen([sys.executable, *j.argv], cwd=REPO, env=self.env, start_new_session=True,
-                                          stdout=open(j.log, "w"), stderr=subprocess.STDOUT)
+                with open(j.log, "w") as log:  # the child keeps its own copy of the descriptor
+                    j.proc = subprocess.Popen([sys.executable, *j.argv], cwd=REPO, env=self.env,
+                                              start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
                 j.status, j.start = "running", self.now()
 
     def kill(self, jobs: list[Job]) -> None:
@@ -181,7 +182,7 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
                 "--students", ",".join(STUDENTS),
                 "--size", "128", "--epochs", str(1 if t else 20), "--batch-size", "128", "--lr", "4e-3",
                 "--runs", str(runs / "ablation"), *cap]
-    cell = lambda st, c, s, prio: (f"ablation/{st}/{c}/{s}", ablation + ["--only", f"{st}/{c}/{s}"], prio)  # noqa: E731
+    cell = lambda st, c, s, prio: (f"ablation/{st}/{c}/{s}", [*ablation, "--only", f"{st}/{c}/{s}"], prio)  # noqa: E731
     seeds = range(2 if t else 5)
     stage1 += [cell(st, "1-alone", s, 1) for s in seeds for st in STUDENTS]
     students = [  # (name, extra args): the shipped recipe's full schedule on four seeds, and a short weight average
@@ -189,7 +190,8 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
         ("student-r10w20-kd-e120-ema995-s1", ["--seed", "1", "--ema", "0.995"]),
     ]
     stage2 = [(n, ["-m", "kdcore", "distill", "--teacher", "teacher", "--student", "resnet10t_w20", "--data", str(pack),
-                   "--out", str(runs / n), "--loss", "ce=1,kd=1", "--no-teacher-cache", "--epochs", str(1 if t else 120),
+                   "--out", str(runs / n), "--loss", "ce=1,kd=1", "--no-teacher-cache",
+                   "--epochs", str(1 if t else 120),
                    "--batch-size", "64", "--lr", "3e-3", *extra, *cap], 0)
               for n, extra in students]
     lrp = ("4-thesis", "5b-diswot+lrp")
@@ -207,7 +209,7 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     stage2 += [cell(r10, "4-thesis@perstep", s, 3) for s in seeds if s <= 2]  # the teacher cache's control
     diswot = ["-m", "bench.diswot_validate", "--data", str(pack), "--teacher", "teacher", "--runs",
               str(runs / "diswot"), "--epochs", str(1 if t else 15), "--batch-size", "128", *cap]
-    stage2 += [(f"diswot/{c}/{s}", diswot + ["--only", f"{c}/{s}"], 4) for s in (0, 1)
+    stage2 += [(f"diswot/{c}/{s}", [*diswot, "--only", f"{c}/{s}"], 4) for s in (0, 1)
                for c in BENCH_CANDIDATES[: 2 if t else None]]
     return stage1, stage2
 
@@ -304,7 +306,8 @@ def pack_results(out: Path, runs: Path, part_mb: int = 15, budget_mb: int = 58,
             rel = f.relative_to(runs)
             if not f.is_file() or not f.name.endswith(keep) or "checkpoint" in f.name:
                 continue
-            if f.name == "model.safetensors" and not (rel.parts[0].startswith("student") and rel.parts[1:2] == ("best",)):
+            best_student = rel.parts[0].startswith("student") and rel.parts[1:2] == ("best",)
+            if f.name == "model.safetensors" and not best_student:
                 continue  # weights: only the shipped-student candidates' best models
             tar.add(f, arcname=f"runs/{rel}")
         for cell in cut_cells(runs):
@@ -370,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
 
         report["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
         report["torch"] = torch.__version__
-    except Exception as e:  # noqa: BLE001 - recorded, not fatal
+    except Exception as e:
         report["device"] = repr(e)
     done = finished_cells() if a.skip_finished else set()
     stage1, stage2 = (select(stage, a.jobs.split(","), done) for stage in plan(a, pack, runs))
@@ -394,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 report["teacher"] = {} if a.shipped_teacher else select_teacher(runs, [j.name for j in teachers], pack)
                 report["teacher"] |= build_teacher_caches(pack, work / "cache")
-            except Exception as e:  # noqa: BLE001 - without a teacher, stage 2 cannot run: pack what there is
+            except Exception as e:
                 report["teacher"] = {"error": repr(e)}
                 break
             report["teacher"]["selected_at_s"] = pool.now()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLASSES, REPO, make_dataset
+from tests.helpers import CLASSES, REPO, make_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -136,7 +136,7 @@ def load_records(source: str | os.PathLike, split: str = "train") -> ImageRecord
 
 def _fingerprint(records: ImageRecords, size: int) -> str:
     h = hashlib.sha1(f"kdcore-cache-v{CACHE_VERSION}-size{size}".encode())
-    for src, rid in zip(records.sources, records.ids):
+    for src, _rid in zip(records.sources, records.ids):
         if isinstance(src, (bytes, bytearray)):
             h.update(hashlib.sha1(src).digest())
         else:

@@ -23,7 +23,10 @@ BAND = 16  # low-frequency DCT band kept: BAND x BAND = 256 bits
 
 
 def perceptual_hash(pixels: np.ndarray) -> np.ndarray:
-    """pHash of uint8 images ``(N, S, S)``: low ``BAND x BAND`` DCT coefficients above their median -> ``(N, 256)`` bool."""
+    """pHash of uint8 images ``(N, S, S)``: low ``BAND x BAND`` DCT coefficients above their median.
+
+    Returns ``(N, 256)`` bool.
+    """
     coeffs = dctn(pixels.astype(np.float32), axes=(1, 2), norm="ortho")[:, :BAND, :BAND].reshape(len(pixels), -1)
     med = np.median(coeffs[:, 1:], axis=1, keepdims=True)  # the DC term would dominate the median
     return coeffs > med

@@ -11,12 +11,11 @@ import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+ImageSource = str | os.PathLike | bytes | Image.Image
 
 #: Largest image (in pixels) decoded; a 20000x20000 upload is refused before it fills memory.
 MAX_PIXELS = 64_000_000
@@ -39,7 +38,7 @@ class InputSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InputSpec":
+    def from_dict(cls, d: dict) -> InputSpec:
         return cls(**{k: d[k] for k in ("size", "channels", "mean", "std") if k in d})
 
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from kdcore.data.dataset import ImageRecords, decode_cached, load_records
+from kdcore.data.split import Split, make_split
 from kdcore.errors import KDCoreError
 from kdcore.paths import bundled, cache_dir
-from kdcore.data.split import Split, make_split
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class TensorSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device: torch.device | str) -> "TensorSet":
+    def to(self, device: torch.device | str) -> TensorSet:
         return TensorSet(self.pixels.to(device), self.labels.to(device))
 
 
@@ -55,7 +55,7 @@ def default_split_path(records: ImageRecords) -> Path:
     A split that ships with kdcore (``bundled/splits/``, the reference dataset's) is used as it is; any other
     dataset's split lives in the user cache (``cache_dir()/splits``), never in the package.
     """
-    h = hashlib.sha1("\n".join(f"{i}\t{l}" for i, l in zip(records.ids, records.labels)).encode()).hexdigest()[:8]
+    h = hashlib.sha1("\n".join(f"{i}\t{y}" for i, y in zip(records.ids, records.labels)).encode()).hexdigest()[:8]
     name = Path(records.root).name if records.root else "hub"
     parent = Path(records.root).parent.name if records.root else "dataset"
     filename = f"{parent}-{name}-{h}.json"
@@ -107,7 +107,7 @@ def load_pack(path: str | Path, size: int, split_path: str | Path | None = None)
         meta = json.loads((f.metadata() or {}).get("kdcore_pack", "null") or "null")
         if meta is None:
             raise KDCoreError(f"{path}: not a kdcore data pack")
-        t = {k: f.get_tensor(k) for k in f.keys()}
+        t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     if meta["size"] != size:
         raise KDCoreError(f"{path}: the pack holds {meta['size']} px images, {size} px were asked for")
     if split_path is not None and Path(split_path).name != meta["split"]:

@@ -28,7 +28,7 @@ class Split:
         Path(path).write_text(json.dumps({"info": self.info, "train": self.train, "val": self.val}, indent=1))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Split":
+    def load(cls, path: str | Path) -> Split:
         try:
             d = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:

@@ -6,7 +6,14 @@ build its config from their options with :func:`config_from_options`.
 """
 
 from kdcore.distill.config import (
-    FEAT_DISTANCES, PRESETS, SEM_MAPS, DistillConfig, RunConfig, config_from_options, make_config, parse_loss,
+    FEAT_DISTANCES,
+    PRESETS,
+    SEM_MAPS,
+    DistillConfig,
+    RunConfig,
+    config_from_options,
+    make_config,
+    parse_loss,
 )
 from kdcore.distill.distiller import Distiller
 from kdcore.distill.job import run

@@ -22,7 +22,9 @@ def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     return tensors, sd["param_groups"]
 
 
-def save_checkpoint(run_dir: Path, module_state: dict[str, torch.Tensor], opt: torch.optim.Optimizer, meta: dict) -> None:
+def save_checkpoint(
+    run_dir: Path, module_state: dict[str, torch.Tensor], opt: torch.optim.Optimizer, meta: dict
+) -> None:
     """Write weights + optimizer tensors and the JSON progress, each through a temporary file and a rename."""
     run_dir.mkdir(parents=True, exist_ok=True)
     opt_tensors, groups = _flatten_optimizer(opt)

@@ -349,8 +349,8 @@ def fit(
 def run_to_end(events: Iterator[dict]) -> dict:
     """Drain ``fit``'s events (no display) and return the final one."""
     last: dict = {}
-    for last in events:
-        pass
+    for event in events:
+        last = event
     return last
 
 

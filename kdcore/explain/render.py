@@ -23,7 +23,7 @@ MAX_ALPHA = 0.7
 
 
 def upload_frame(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Undo :func:`kdcore.data.imageio.square_resize`: a ``(S, S)`` map -> ``(height, width)`` over the original image."""
+    """Undo :func:`kdcore.data.imageio.square_resize`: a ``(S, S)`` map -> ``(height, width)`` over the original."""
     side = max(height, width)
     square = F.interpolate(torch.as_tensor(heatmap, dtype=torch.float32)[None, None], size=(side, side),
                            mode="bilinear", align_corners=False)[0, 0].numpy()

@@ -18,7 +18,7 @@ LIMITATIONS = (
 )
 
 
-def model_card_text(info: "ModelInfo", params: int, repo_id: str | None = None) -> str:
+def model_card_text(info: ModelInfo, params: int, repo_id: str | None = None) -> str:
     """The card for a model folder: metrics from ``info.summary['val_metrics']`` go into the model-index.
 
     ``repo_id`` (``OWNER/NAME``) fills the loading snippet once the Hub repo is known.

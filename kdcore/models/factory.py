@@ -33,7 +33,7 @@ def create_model(arch: str, num_classes: int, spec: InputSpec, **kwargs) -> nn.M
 
 
 
-def hash_weights(h: "hashlib._Hash", model: nn.Module) -> None:
+def hash_weights(h: hashlib._Hash, model: nn.Module) -> None:
     """Feed every tensor of ``model.state_dict()`` (name and raw bytes) into the hash ``h``."""
     for name, t in model.state_dict().items():
         h.update(name.encode())

@@ -9,7 +9,6 @@ Weights are read from safetensors only; nothing is ever unpickled.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -138,7 +137,8 @@ def load_model(ref: str | os.PathLike, device: str | torch.device = "cpu") -> tu
         state = load_file(str(weights))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except (RuntimeError, KeyError, OSError) as e:
-        raise KDCoreError(f"{folder}: weights do not fit {cfg.get('architecture')} ({str(e).splitlines()[0]})") from None
+        reason = str(e).splitlines()[0]
+        raise KDCoreError(f"{folder}: weights do not fit {cfg.get('architecture')} ({reason})") from None
     info = ModelInfo(cfg["architecture"], class_names, spec, kd.get("summary", {}), str(folder), args)
     return model.to(device).eval(), info
 

@@ -9,9 +9,9 @@ Tokens: an explicit ``token`` argument, else huggingface_hub's own lookup (``HF_
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from kdcore.errors import KDCoreError
 from kdcore.models.folder import WEIGHTS

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdcore.paths import cache_dir
 from kdcore.data.imageio import InputSpec
 from kdcore.models.factory import hash_weights
+from kdcore.paths import cache_dir
 
 OPSET = 17
 

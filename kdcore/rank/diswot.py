@@ -93,7 +93,9 @@ def compare(teacher: Terms, student: Terms, distance: str = "l2") -> dict:
             "score_std": scores.std().item() if len(scores) > 1 else 0.0, "scores": scores.tolist()}
 
 
-def stratified_batches(labels: torch.Tensor, batch_size: int = 64, batches: int = 1, seed: int = 0) -> list[torch.Tensor]:
+def stratified_batches(
+    labels: torch.Tensor, batch_size: int = 64, batches: int = 1, seed: int = 0
+) -> list[torch.Tensor]:
     """``batches`` disjoint index sets of ``batch_size``, the classes in equal shares and interleaved (seeded).
 
     Interleaving (class 0, 1, ..., K-1, 0, 1, ...) keeps any prefix of a batch balanced too.

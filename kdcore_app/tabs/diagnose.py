@@ -47,19 +47,18 @@ def build(state: AppState) -> DiagnoseTab:
     def on_upload(path: str | None, teacher: str, student: str):
         return on_diagnose(path, teacher, student) if path else (None, "", None, "", "", None)
 
-    with gr.Tab("Diagnose", id="diagnose"):
-        with gr.Row():
-            with gr.Column(scale=1):
-                upload = gr.File(label="MRI slice (JPEG or PNG)", file_types=list(IMAGE_TYPES), type="filepath",
-                                 elem_id="upload")
-                if state.samples:
-                    gr.Examples([[str(p)] for p in state.samples], inputs=[upload], label="bundled samples")
-                with gr.Row():  # custom values allowed: the list grows during a session; the store judges names
-                    teacher = gr.Dropdown(state.models(), value="teacher", label="teacher", allow_custom_value=True)
-                    student = gr.Dropdown(state.models(), value="student", label="student", allow_custom_value=True)
-                go_btn = gr.Button("Diagnose", variant="primary")
-            with gr.Column(scale=2):
-                outputs = _results()
+    with gr.Tab("Diagnose", id="diagnose"), gr.Row():
+        with gr.Column(scale=1):
+            upload = gr.File(label="MRI slice (JPEG or PNG)", file_types=list(IMAGE_TYPES), type="filepath",
+                             elem_id="upload")
+            if state.samples:
+                gr.Examples([[str(p)] for p in state.samples], inputs=[upload], label="bundled samples")
+            with gr.Row():  # custom values allowed: the list grows during a session; the store judges names
+                teacher = gr.Dropdown(state.models(), value="teacher", label="teacher", allow_custom_value=True)
+                student = gr.Dropdown(state.models(), value="student", label="student", allow_custom_value=True)
+            go_btn = gr.Button("Diagnose", variant="primary")
+        with gr.Column(scale=2):
+            outputs = _results()
     go_btn.click(on_diagnose, [upload, teacher, student], outputs, api_name="diagnose")
     upload.change(on_upload, [upload, teacher, student], outputs, api_name=False)
     return DiagnoseTab(teacher, student)

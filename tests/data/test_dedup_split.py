@@ -5,11 +5,11 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from conftest import make_dataset
 from kdcore.data.dataset import load_records
 from kdcore.data.dedup import find_duplicates
 from kdcore.data.pack import ensure_split
 from kdcore.data.split import Split, stratified_group_split
+from tests.helpers import make_dataset
 
 
 def _planted(tmp_path):

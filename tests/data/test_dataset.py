@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from conftest import CLASSES, make_dataset
 from kdcore.data.dataset import decode_cached, load_records
 from kdcore.errors import KDCoreError
+from tests.helpers import CLASSES, make_dataset
 
 
 def test_load_records_class_names_sorted_and_labels(tiny_data):
     rec = load_records(tiny_data)
     assert rec.class_names == sorted(CLASSES)
     assert len(rec) == 48 and rec.class_counts() == {c: 12 for c in CLASSES}
-    assert all(r.split("/")[0] == rec.class_names[l] for r, l in zip(rec.ids, rec.labels))
+    assert all(r.split("/")[0] == rec.class_names[y] for r, y in zip(rec.ids, rec.labels))
 
 
 def test_cache_is_reused_and_keyed_by_size(tiny_data, monkeypatch):

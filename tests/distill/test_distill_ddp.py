@@ -21,9 +21,9 @@ WORKER = Path(__file__).with_name("ddp_distill_worker.py")
 
 def _curves(tmp: Path, cmd: list[str]) -> dict[str, list[float]]:
     tmp.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(WORKER.parent.parent))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(WORKER.parents[2]))
     out = tmp / "curves.json"
-    subprocess.run(cmd + [str(WORKER), str(out)], check=True, env=env, timeout=300, capture_output=True)
+    subprocess.run([*cmd, str(WORKER), str(out)], check=True, env=env, timeout=300, capture_output=True)
     return json.loads(out.read_text())
 
 

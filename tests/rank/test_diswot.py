@@ -115,14 +115,14 @@ def test_cli_rank_json_schema_and_filters(tiny_model_dir, tiny_data, tmp_path, c
     out = tmp_path / "rank.json"
     args = ["rank", "--teacher", str(tiny_model_dir), "--data", str(tiny_data), "--batch-size", "8",
             "--split", str(tmp_path / "split.json"), "--candidates", "test_resnet,test_efficientnet"]
-    assert main(args + ["--json", str(out)]) == 0
+    assert main([*args, "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert {r["name"] for r in rows} == {"test_resnet", "test_efficientnet"}
     for r in rows:
         assert {"name", "score", "m_s", "m_r", "params", "flops", "latency_ms"} <= set(r)
         assert r["score"] == pytest.approx(-(r["m_s"] + r["m_r"]))
     assert "test_efficientnet" in capsys.readouterr().out
-    assert main(args + ["--max-params", "2e5", "--json", str(out)]) == 0  # test_resnet has 0.37M
+    assert main([*args, "--max-params", "2e5", "--json", str(out)]) == 0  # test_resnet has 0.37M
     assert [r["name"] for r in json.loads(out.read_text())] == ["test_efficientnet"]
-    assert main(args + ["--max-params", "1000"]) == 2
+    assert main([*args, "--max-params", "1000"]) == 2
     assert "no candidate fits" in capsys.readouterr().err

@@ -11,14 +11,14 @@ import pytest
 import timm
 import torch
 
-from hub_server import HubServer, use_hub
 from kdcore.errors import KDCoreError
 from kdcore.models import load_model, save_model
 from kdcore.models.hub import pull_model, push_model, push_space
 from kdcore_app.space import assemble_space
+from tests.helpers import REPO
+from tests.hub_server import HubServer, use_hub
 
 SHA = "a" * 40
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _populate_cache(cache: Path, repo_id: str, model_dir: Path) -> Path:
@@ -99,7 +99,8 @@ def test_space_assemble_and_push(tiny_model_dir, tmp_path, monkeypatch):
         url = push_space(out, "owner/demo", token="hf_test")
         assert "spaces/owner/demo" in url
         repo = hub.repos[("space", "owner/demo")]
-        assert repo.sdk == "gradio" and "app.py" in repo.files and "kdcore/bundled/models/student/config.json" in repo.files
+        assert repo.sdk == "gradio" and "app.py" in repo.files
+        assert "kdcore/bundled/models/student/config.json" in repo.files
 
 
 def test_space_from_a_read_only_install_is_writable(tiny_model_dir, tmp_path, monkeypatch):

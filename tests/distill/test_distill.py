@@ -12,7 +12,15 @@ from kdcore.data.augment import AugmentConfig, random_affine
 from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import load_train_data
 from kdcore.distill import (
-    LOSSES, DistillConfig, Distiller, RunConfig, config_from_options, make_config, parse_loss, register_loss, run,
+    LOSSES,
+    DistillConfig,
+    Distiller,
+    RunConfig,
+    config_from_options,
+    make_config,
+    parse_loss,
+    register_loss,
+    run,
 )
 from kdcore.distill.distiller import adapt_input
 from kdcore.distill.teacher_cache import build_cache, cached_maps, teacher_maps
@@ -178,8 +186,8 @@ def test_cli_short_preset(tiny_model_dir, tiny_data, split, tmp_path, capsys):
     assert (out / "best" / "model.safetensors").is_file()
     assert "teacher cache" in capsys.readouterr().out
     assert main(argv) == 2  # the folder holds a run: one-line error, no traceback
-    assert main(argv + ["--resume"]) == 0
-    assert main(argv[:-2] + ["--out", str(tmp_path / "x"), "--loss", "ce=1,bogus=2"]) == 2
+    assert main([*argv, "--resume"]) == 0
+    assert main([*argv[:-2], "--out", str(tmp_path / "x"), "--loss", "ce=1,bogus=2"]) == 2
 
 
 def test_sem_refuses_a_student_without_second_derivative(tiny_model_dir):

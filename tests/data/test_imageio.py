@@ -35,7 +35,7 @@ def test_every_mode_decodes_to_the_same_grey_square(tmp_path, grey, mode):
         img = Image.fromarray(rgba, "RGBA")
     else:
         img = Image.fromarray(grey, "L").convert(mode)
-    out = decode_to_uint8(_save(img, tmp_path / f"x.png"), 32)
+    out = decode_to_uint8(_save(img, tmp_path / "x.png"), 32)
     assert out.shape == (32, 32) and out.dtype == np.uint8
     assert np.abs(out.astype(int) - base.astype(int)).max() <= 2
 

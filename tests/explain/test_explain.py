@@ -125,7 +125,8 @@ def test_grouped_conv_first_and_second_derivatives(stride, padding, dilation, gr
     x = torch.randn(2, 6, 9, 8, dtype=torch.float64, generator=gen, requires_grad=True)
     w = torch.randn(6, 6 // groups, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
     conf = ((stride, stride), (padding, padding), (dilation, dilation), groups)
-    fn = lambda x, w: GroupedConv2d.apply(x, w, *conf)
+    def fn(x, w):
+        return GroupedConv2d.apply(x, w, *conf)
     assert torch.equal(fn(x, w), torch.nn.functional.conv2d(x, w, None, stride, padding, dilation, groups))
     assert torch.autograd.gradcheck(fn, (x, w)) and torch.autograd.gradgradcheck(fn, (x, w))
 

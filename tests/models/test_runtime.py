@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from kdcore.paths import samples_dir
 from kdcore.data.imageio import InputSpec
 from kdcore.models import create_model, load_model
 from kdcore.models.runtime import OnnxRunner, onnx_runner, weights_digest
-
-pytest.importorskip("onnxruntime")
+from kdcore.paths import samples_dir
 
 
 @pytest.fixture(autouse=True)
@@ -73,8 +71,8 @@ def test_store_falls_back_to_pytorch(monkeypatch):
 
 
 def test_diagnose_uses_onnxruntime_with_same_answer():
-    from kdcore.service import ModelStore, diagnose, predict
     from kdcore.paths import samples_dir
+    from kdcore.service import ModelStore, diagnose, predict
 
     store = ModelStore.with_defaults()
     sample = sorted(samples_dir().glob("*.jpg"))[0]

@@ -37,10 +37,10 @@ def test_run_writes_metrics_checkpoint_and_best_model(data, tmp_path):
     assert kinds.count("epoch") == 3 and kinds[-1] == "done"
     step = next(e for e in events if e["event"] == "step")
     assert {"loss", "train_accuracy", "images_per_s", "eta_s", "terms"} <= set(step)
-    lines = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert [l["epoch"] for l in lines] == [0, 1, 2] and "val_accuracy" in lines[0]
+    lines = [json.loads(s) for s in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in lines] == [0, 1, 2] and "val_accuracy" in lines[0]
     _, info = load_model(tmp_path / "r" / "best")
-    assert info.summary["val_metrics"]["accuracy"] == max(l["val_accuracy"] for l in lines)
+    assert info.summary["val_metrics"]["accuracy"] == max(e["val_accuracy"] for e in lines)
 
 
 def test_same_seed_same_run(data, tmp_path):
@@ -159,7 +159,8 @@ def test_data_pack_round_trip_trains_the_same(data, tiny_data, tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(KDCoreError, match="not a kdcore data pack"):
         load_pack(tmp_path / "plain.safetensors", 32)
-    assert main(["pack", str(tiny_data), "--size", "32", "--split", data.split_path, "--out", str(tmp_path / "x.npz")]) == 2
+    argv = ["pack", str(tiny_data), "--size", "32", "--split", data.split_path, "--out", str(tmp_path / "x.npz")]
+    assert main(argv) == 2
 
 
 def test_ema_is_what_is_validated_exported_and_resumed(data, tmp_path):

@@ -11,21 +11,19 @@ import re
 from pathlib import Path
 
 import pytest
-
-from test_app import app, files  # noqa: F401 - the launched app and the upload files, as fixtures
+from playwright import sync_api
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"),
 ]
-sync_api = pytest.importorskip("playwright.sync_api")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run", "--disable-dev-shm-usage"]
 
 
 @pytest.fixture(scope="module")
-def page(app):  # noqa: F811
+def page(app):
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -36,7 +34,7 @@ def page(app):  # noqa: F811
         browser.close()
 
 
-def test_upload_tabs_distill_cancel(page, app, files, tmp_path_factory):  # noqa: F811
+def test_upload_tabs_distill_cancel(page, app, files, tmp_path_factory):
     shots = Path(os.environ.get("KDCORE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
     print(f"screenshots in {shots}")
     expect = sync_api.expect

@@ -7,10 +7,10 @@ import timm
 import torch
 from huggingface_hub import ModelCard
 
-from conftest import CLASSES
-from kdcore.errors import KDCoreError
 from kdcore.data.imageio import InputSpec
+from kdcore.errors import KDCoreError
 from kdcore.models import ModelInfo, create_model, load_model, save_model
+from tests.helpers import CLASSES
 
 
 @pytest.fixture
@@ -64,10 +64,10 @@ def test_bad_model_folders(tmp_path, saved):
         load_model(tmp_path / "missing")
     folder = saved[1]
     (folder / "model.safetensors").unlink()
-    with pytest.raises(KDCoreError, match="no model.safetensors"):
+    with pytest.raises(KDCoreError, match=r"no model\.safetensors"):
         load_model(folder)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(KDCoreError, match="no config.json"):
+    with pytest.raises(KDCoreError, match=r"no config\.json"):
         load_model(tmp_path / "empty")
 
 

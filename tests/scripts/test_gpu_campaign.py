@@ -12,8 +12,7 @@ import pytest
 from bench import distill_ablation
 from kdcore.cli import build_parser
 from scripts import gpu_campaign
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
 
 
 @pytest.mark.parametrize("tiny,shipped", [(False, False), (True, False), (False, True)])
@@ -60,8 +59,9 @@ def test_pack_results_keeps_small_files_and_student_weights(tmp_path):
     (tmp_path / "all.tar").write_bytes(blob)
     with tarfile.open(tmp_path / "all.tar") as tar:
         names = set(tar.getnames())
-    assert {"kdcore/bundled/models/teacher/model.safetensors", "runs/student-a/best/model.safetensors", "runs/student-a/metrics.jsonl",
-            "runs/teacher-x/best/config.json", "runs/ablation/r/2-kd/seed0/cell.json", "runs/logs/teacher-x.log"} <= names
+    assert {"kdcore/bundled/models/teacher/model.safetensors", "runs/student-a/best/model.safetensors",
+            "runs/student-a/metrics.jsonl", "runs/teacher-x/best/config.json", "runs/ablation/r/2-kd/seed0/cell.json",
+            "runs/logs/teacher-x.log"} <= names
     assert not {"runs/student-a/checkpoint.safetensors", "runs/teacher-x/best/model.safetensors",
                 "runs/ablation/r/2-kd/seed0/best/model.safetensors"} & names
 
@@ -118,7 +118,7 @@ def test_a_job_that_ran_out_of_gpu_memory_is_queued_again_with_one_process_fewer
 def test_finished_cells_are_the_committed_ones():
     import json
 
-    cells = json.loads((REPO_ROOT / "bench" / "results" / "distill_ablation.json").read_text())["cells"]
+    cells = json.loads((REPO / "bench" / "results" / "distill_ablation.json").read_text())["cells"]
     assert gpu_campaign.finished_cells() == {f"ablation/{k}" for k in cells}
 
 
@@ -157,7 +157,7 @@ def test_select_keeps_the_named_jobs_that_are_not_finished(tmp_path):
 
 def test_plan_starts_the_mobile_students_first_seeds_with_its_lrp_cells():
     a = argparse.Namespace(tiny=False, shipped_teacher=True)
-    _, stage2 = gpu_campaign.plan(a, REPO_ROOT / "pack.safetensors", REPO_ROOT / "runs")
+    _, stage2 = gpu_campaign.plan(a, REPO / "pack.safetensors", REPO / "runs")
     mobile = sorted((prio, i, n) for i, (n, _, prio) in enumerate(stage2) if n.startswith("ablation/mobilenetv2_035"))
     first = [n.split("/", 2)[2] for *_, n in mobile[:10]]
     assert all(n.endswith(("/0", "/1", "/2")) and "@" not in n for n in first)
