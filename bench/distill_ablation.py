@@ -9,13 +9,16 @@ whose result lands in ``cell.json`` there: finished cells are skipped, a cut cel
 tuning grid's cells are configurations with a variant, ``CONFIG@T2`` (temperature 2) or ``CONFIG@w0.1`` (weight 0.1
 on feat and sem), run with ``--only`` and tabulated apart next to their base configuration; ``CONFIG@perstep`` is the
 control of the teacher cache (the teacher's logits, features and maps computed on every augmented batch). Writes
-``bench/results/distill_ablation.json`` and ``.md``: mean ± std of validation accuracy and macro-F1, where each
-cell ran, images/s and time per configuration, the paired bootstrap 95% CI (images and seeds resampled) of
-(4)-(2), (4)-(1) and each single change, and with ``--throughput-steps`` every configuration's images/s here.
+``bench/results/distill_ablation.json`` and ``.md``: mean ± std of validation accuracy and macro-F1 (of each run's
+best epoch, chosen on the same validation images), where each cell ran, images/s and time per configuration, and
+for (4)-(2), (4)-(1), (5b)-(3), (5a)-(3), (2)-(1) and the other comparisons: the mean paired difference over seeds
+with its 95% t-interval and the exact sign-flip p-value (the primary figures), and the paired bootstrap 95% CI
+(seeds and images resampled, secondary); with ``--throughput-steps`` every configuration's images/s here.
 
 Defaults are the GPU budget (128 px, 20 epochs, batch 128, 5 seeds); on the CPU cut them (e.g. ``--size 64
 --epochs 6 --seeds 0,1,2``), see ``docs/distill.md``. ``--report`` tabulates the finished cells without running any
-(a cell whose run folder is gone is read from the table written before: ``runs/`` is not committed).
+(a cell whose run folder is gone is read from the table written before: ``runs/`` is not committed; so are the
+validation labels, so the committed JSON alone makes the report, without the data).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from kdcore.data.pack import TensorSet, load_train_data
 from kdcore.distill import DistillConfig, RunConfig, run
 from kdcore.engine.checkpoint import has_checkpoint
 from kdcore.engine.loop import TrainConfig, run_to_end
-from kdcore.engine.metrics import macro_f1, paired_bootstrap
+from kdcore.engine.metrics import macro_f1, paired_bootstrap, paired_over_seeds
 from kdcore.models import load_model
 from kdcore.models.predict import predict_logits
 
@@ -52,15 +55,21 @@ CONFIGS: dict[str, dict] = {
     "5a-diswot+cosine": {"loss": ALL, "feat_distance": "cosine", "sem_map": "gradcam"},
     "5b-diswot+lrp": {"loss": ALL, "feat_distance": "l2", "sem_map": "lrp"},
 }
-PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("2-kd", "1-alone"), ("3-diswot", "2-kd"),
-         ("5a-diswot+cosine", "3-diswot"), ("5b-diswot+lrp", "3-diswot"),
+PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("5b-diswot+lrp", "3-diswot"),
+         ("5a-diswot+cosine", "3-diswot"), ("2-kd", "1-alone"), ("3-diswot", "2-kd"),
          ("4-thesis@w0.1", "2-kd"), ("4-thesis@w0.1", "1-alone"),  # the thesis at its tuned weights
          ("4-thesis@perstep", "4-thesis"), ("4-thesis@perstep", "2-kd"))  # and with per-step teacher maps
+METRICS = ("accuracy", "macro_f1")
 
 
 def _fmt_diff(d: dict) -> str:
     """``+0.0123 [-0.0045, +0.0290]``: a paired difference and its 95% interval."""
     return f"{d['diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+
+
+def _fmt_over_seeds(d: dict) -> str:
+    """``+0.0123 [-0.0045, +0.0290], p 0.0625``: the mean over seeds, its t-interval and sign-flip p-value."""
+    return f"{_fmt_diff(d)}, p {d['p']:.4f}" if d["ci95"] else f"{d['diff']:+.4f} (one seed)"
 
 
 def variant(config: str) -> tuple[str, dict]:
@@ -198,8 +207,10 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
             rows.append([student, config, len(done), mean_std(c["accuracy"]), mean_std(c["macro_f1"]),
                          ", ".join(c["devices"]), f"{c['train_time_s']:.0f}", f"{c['images_per_s']:.0f}",
                          f"{cpu:.0f}" if cpu else "-"])
-    lines = md_table(["student", "config", "n", "val accuracy", "val macro-F1", "trained on", "train time (s)",
-                      "images/s there", "images/s on this CPU"], rows)
+    lines = ["Scores: each run's best epoch, chosen on the same validation images (so optimistic, for every "
+             "configuration alike).", "",
+             *md_table(["student", "config", "n", "val accuracy (best epoch)", "val macro-F1 (best epoch)",
+                        "trained on", "train time (s)", "images/s there", "images/s on this CPU"], rows)]
     if res.get("throughput"):
         lines += ["", f"images/s on this CPU: {torch.get_num_threads()} threads, steps 2 to N of one epoch at the "
                       "same settings (`--throughput-steps N`), teacher caches built beforehand; 'images/s there': "
@@ -210,13 +221,22 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
             seeds = [sd for sd in s["seeds"] if all(f"{student}/{c}/{sd}" in cells for c in (a_cfg, b_cfg))]
             if not seeds:
                 continue
-            pa = np.array([cells[f"{student}/{a_cfg}/{sd}"]["pred"] for sd in seeds])
-            pb = np.array([cells[f"{student}/{b_cfg}/{sd}"]["pred"] for sd in seeds])
-            d = paired_bootstrap(pa, pb, y, k)
-            summary[student][f"{a_cfg} vs {b_cfg}"] = d
-            rows.append([student, f"({a_cfg}) - ({b_cfg})", *(_fmt_diff(d[m]) for m in ("accuracy", "macro_f1"))])
-    lines += ["", "Paired differences (mean over seeds; 95% bootstrap CI over seeds and validation images):", "",
-              *md_table(["student", "comparison", "Δ accuracy [95% CI]", "Δ macro-F1 [95% CI]"], rows)]
+            a_cells, b_cells = ([cells[f"{student}/{c}/{sd}"] for sd in seeds] for c in (a_cfg, b_cfg))
+            over_seeds = {m: paired_over_seeds(np.array([c[m] for c in a_cells]), np.array([c[m] for c in b_cells]))
+                          for m in METRICS}
+            boot = paired_bootstrap(np.array([c["pred"] for c in a_cells]), np.array([c["pred"] for c in b_cells]),
+                                    y, k)
+            summary[student][f"{a_cfg} vs {b_cfg}"] = {"seeds": seeds, "over_seeds": over_seeds, "bootstrap": boot}
+            rows.append([student, f"({a_cfg}) - ({b_cfg})", len(seeds),
+                         *(_fmt_over_seeds(over_seeds[m]) for m in METRICS),
+                         *(_fmt_diff(boot[m]) for m in METRICS)])
+    lines += ["", "Paired differences A - B of the best-epoch validation scores (chosen on validation). Primary: the "
+                  "mean over seeds of the per-seed difference, its 95% t-interval (t with n - 1 degrees of freedom) "
+                  "and the two-sided sign-flip permutation p-value over seeds (exact: all 2^n sign patterns; with "
+                  "5 seeds it cannot fall below 0.0625; not corrected for the number of comparisons). Secondary: the "
+                  "95% paired bootstrap CI, 2,000 resamples of seeds and validation images.", "",
+              *md_table(["student", "comparison", "seeds", "Δ accuracy [95% t-CI], p", "Δ macro-F1 [95% t-CI], p",
+                         "Δ accuracy, bootstrap CI", "Δ macro-F1, bootstrap CI"], rows)]
     tuned = sorted(key for key in cells if "@" in key)
     if tuned:
         rows = []
@@ -226,7 +246,8 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
             summary.setdefault("tuning", {})[key] = {"accuracy": c["accuracy"], "macro_f1": c["macro_f1"]}
             rows.append([student, config, seed, f"{c['accuracy']:.4f}", f"{c['macro_f1']:.4f}",
                          f"{base['accuracy']:.4f}" if base else "-"])
-        lines += ["", "Variants: the tuning grid (the same small effort for every KD configuration) and `@perstep` "
+        lines += ["", "Variants: the tuning grid (the same small effort for every KD configuration, chosen on "
+                      "validation) and `@perstep` "
                       "(the teacher's outputs on every augmented batch instead of the cache); validation accuracy of "
                       "each variant and of its base configuration with the same seed:", "",
                   *md_table(["student", "config", "seed", "val accuracy", "val macro-F1", "base config's accuracy"],
@@ -275,12 +296,19 @@ def main(argv: list[str] | None = None) -> int:
     res.update(settings=settings, command=command("bench.distill_ablation", argv),
                machine={"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                         "device": "cuda" if torch.cuda.is_available() else "cpu"})
-    data = load_train_data(a.data, a.size, a.split)
-    y, k = data.val.labels.numpy(), len(data.class_names)
-    if a.only:
-        student, config, seed = a.only.split("/")
-        run_cell(a, student, config, int(seed), data.val)
-        return 0
+    if a.report and "val_labels" in previous:  # the saved cells' own labels: the report needs no data
+        y, class_names = np.array(previous["val_labels"]), previous["class_names"]
+    else:
+        data = load_train_data(a.data, a.size, a.split)
+        y, class_names = data.val.labels.numpy(), data.class_names
+        if previous.get("val_labels", y.tolist()) != y.tolist():
+            sys.exit(f"{json_path} holds cells of another validation set: choose another --out")
+        if a.only:
+            student, config, seed = a.only.split("/")
+            run_cell(a, student, config, int(seed), data.val)
+            return 0
+    res.update(val_labels=y.tolist(), class_names=class_names)
+    k = len(class_names)
     for student in students:
         for config in configs:
             for seed in seeds:

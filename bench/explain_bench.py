@@ -1,4 +1,5 @@
-"""Faithfulness and cost of LRP vs Grad-CAM: deletion/insertion AUC and time per batch of 32 maps.
+"""Faithfulness, localisation and cost of every LRP and Grad-CAM setting: deletion/insertion AUC, pointing game,
+energy in the tumour box, lattice factor, and time per batch of 32 maps.
 
 Deletion: pixels are set to black (the background of every slice) in order of decreasing relevance, in
 ``--patch`` x ``--patch`` squares ranked by their summed map (single pixels make scattered noise that a CNN reacts to
@@ -6,11 +7,18 @@ whatever the order), in ``--steps`` equal steps, and the probability of the expl
 recorded; the AUC of that curve over the removed fraction (lower = the map found what the prediction rests on).
 Insertion: start from a black image and restore pixels in the same order (higher = better). A random order is the
 reference for both.
-Time: one batch of 32 maps per method, next to one forward+backward (cross-entropy, all parameter gradients) of
-the same batch, median of ``--repeats``; the ratio is what to compare (the CPU is shared). Writes
-``bench/results/explain.json`` and ``.md``.
+Localisation: :func:`kdcore.explain.localise` on the first ``--loc-n`` images of the box folder ``--boxes``
+(classes in turn), with its baselines and the occlusion check (the same for every map of a model). Lattice: the
+lattice factor (:mod:`kdcore.explain.lattice`) of the deletion images' maps at 16 and 32 px.
+Time: one batch of 32 maps per default method, next to one forward+backward (cross-entropy, all parameter
+gradients) of the same batch, median of ``--repeats``; the ratio is what to compare (the CPU is shared).
+``--settings all`` runs every choice of every setting (to choose defaults on a subset), ``default`` the defaults.
+Writes ``bench/results/explain.json`` and ``.md`` (``--out``).
 
-    nice -n 10 env OMP_NUM_THREADS=1 python -m bench.explain_bench --n 64
+    nice -n 10 python -m bench.explain_bench --settings all --n 64 --steps 8 --loc-n 150 --repeats 1 \
+        --out bench/results/explain_settings
+    OMP_NUM_THREADS=1 nice -n 10 python -m bench.explain_bench --settings default --n 200 --steps 8 --loc-n 750 \
+        --repeats 2
 """
 
 from __future__ import annotations
@@ -26,17 +34,27 @@ import torch.nn.functional as F
 from bench.report import RESULTS, command, md_table, write
 from kdcore.data.augment import to_input
 from kdcore.data.pack import load_train_data
-from kdcore.explain import explain
+from kdcore.explain import METHODS, explain, lattice_factor, localise
 from kdcore.models import load_model
 from kdcore.models.predict import predict_logits
 
-METHODS = ("lrp", "gradcam", "random")
+
+def setting_rows(which: str) -> list[tuple[str, dict]]:
+    """``(method, settings)`` pairs: every choice of every setting (``all``) or the defaults (``default``), then
+    the random order."""
+    if which == "all":
+        rows = [(name, {key: value}) for name, m in METHODS.items() for key, choices in m.options.items()
+                for value in choices]
+    else:
+        rows = [(name, m.defaults) for name, m in METHODS.items()]
+    return [*rows, ("random", {})]
 
 
-def maps_for(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str) -> torch.Tensor:
+def maps_for(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str,
+             settings: dict) -> torch.Tensor:
     if method == "random":
         return torch.rand(x.shape[0], *x.shape[-2:], generator=torch.Generator().manual_seed(0))
-    return explain(model, x, targets, method)
+    return explain(model, x, targets, method, **settings)
 
 
 @torch.no_grad()
@@ -80,16 +98,27 @@ def bench_model(ref: str, a: argparse.Namespace) -> dict:
     row = {"model": ref, "arch": info.arch, "size": info.spec.size, "n": len(labels)}
     logits = predict_logits(model, pixels, info.spec, a.batch)
     row["val_accuracy_subset"] = float((logits.argmax(1) == labels).float().mean())
-    for method in METHODS:
-        dels, inss = [], []
+    row["settings"] = []
+    for method, settings in setting_rows(a.settings):
+        dels, inss, maps = [], [], []
         for i in range(0, len(labels), a.batch):
             x = to_input(pixels[i : i + a.batch], info.spec)
             targets = logits[i : i + a.batch].argmax(1)
-            d, s = curves(model, x, maps_for(model, x, targets, method), targets, black, a.steps, a.patch)
+            maps.append(maps_for(model, x, targets, method, settings))
+            d, s = curves(model, x, maps[-1], targets, black, a.steps, a.patch)
             dels.append(d)
             inss.append(s)
-        row[method] = {"deletion_auc": auc(torch.cat(dels)), "insertion_auc": auc(torch.cat(inss))}
-        print(f"{ref} {method}: {row[method]}", flush=True)
+        entry = {"method": method, "settings": settings, "deletion_auc": auc(torch.cat(dels)),
+                 "insertion_auc": auc(torch.cat(inss)),
+                 "lattice16": lattice_factor(torch.cat(maps), 16), "lattice32": lattice_factor(torch.cat(maps), 32)}
+        if method != "random":
+            loc = localise(model, info, a.boxes, method, "predicted", settings, a.loc_n, batch=a.batch)
+            loc.pop("images")
+            entry["localisation"] = loc
+        row["settings"].append(entry)
+        print(f"{ref} {method} {settings}: deletion {entry['deletion_auc']:.3f} insertion {entry['insertion_auc']:.3f}"
+              + (f" pointing {entry['localisation']['pointing_game']['mean']:.3f}" if method != "random" else ""),
+              flush=True)
 
     x, y = to_input(pixels[: a.batch], info.spec), labels[: a.batch]
 
@@ -100,26 +129,47 @@ def bench_model(ref: str, a: argparse.Namespace) -> dict:
     model.train(False)
     row["forward_backward_s"] = median_time(forward_backward, a.repeats)
     model.zero_grad(set_to_none=True)
-    for method in ("lrp", "gradcam"):
-        row[method]["time_s"] = median_time(lambda m=method: explain(model, x, None, m), a.repeats)
-        row[method]["x_forward_backward"] = row[method]["time_s"] / row["forward_backward_s"]
-    print(f"{ref} timing: {row['forward_backward_s']:.3f}s fwd+bwd, lrp x{row['lrp']['x_forward_backward']:.2f}, "
-          f"gradcam x{row['gradcam']['x_forward_backward']:.2f}", flush=True)
+    row["time"] = {}
+    for method in METHODS:
+        seconds = median_time(lambda m=method: explain(model, x, None, m), a.repeats)
+        row["time"][method] = {"time_s": seconds, "x_forward_backward": seconds / row["forward_backward_s"]}
+    print(f"{ref} timing: {row['forward_backward_s']:.3f}s fwd+bwd, "
+          + ", ".join(f"{m} x{t['x_forward_backward']:.2f}" for m, t in row["time"].items()), flush=True)
     return row
 
 
+def _ci(summary: dict) -> str:
+    lo, hi = summary["ci95"]
+    return f"{summary['mean']:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
 def markdown(res: dict) -> list[str]:
-    """The report's table: one row per model and method."""
-    rows = []
+    """The report's tables: faithfulness, localisation and lattice per model and setting; baselines and the
+    occlusion check per model; time per default method."""
+    rows, base, times = [], [], []
     for row in res["models"]:
-        for method in METHODS:
-            m = row[method]
-            timing = ([f"{m['time_s']:.2f} s", f"{m['x_forward_backward']:.2f}"] if method != "random"
-                      else [f"fwd+bwd {row['forward_backward_s']:.2f} s", "1"])
-            rows.append([row["model"], row["arch"], row["n"], method, f"{m['deletion_auc']:.3f}",
-                         f"{m['insertion_auc']:.3f}", *timing])
-    return md_table(["model", "arch", "n", "method", "deletion AUC (lower better)", "insertion AUC (higher better)",
-                     f"time / batch of {res['batch']}", "x forward+backward"], rows)
+        for e in row["settings"]:
+            loc = e.get("localisation")
+            where = ([_ci(loc["pointing_game"]), _ci(loc["pointing_game_tol15"]), _ci(loc["energy_in_box"])]
+                     if loc else ["", "", ""])
+            rows.append([row["model"], e["method"], ", ".join(f"{k} {v}" for k, v in e["settings"].items()),
+                         f"{e['deletion_auc']:.3f}", f"{e['insertion_auc']:.3f}", *where,
+                         f"{e['lattice16']:.2f} / {e['lattice32']:.2f}"])
+        loc = next(e["localisation"] for e in row["settings"] if "localisation" in e)
+        base.append([row["model"], loc["n"], f"{loc['accuracy']:.3f}", _ci(loc["centre_pointing_game"]),
+                     _ci(loc["centre_pointing_game_tol15"]), _ci(loc["uniform_pointing_game"]),
+                     _ci(loc["occlusion_tumour_drop"]), _ci(loc["occlusion_control_drop"]),
+                     _ci(loc["occlusion_tumour_larger"])])
+        for method, t in row["time"].items():
+            times.append([row["model"], method, f"{t['time_s']:.2f} s", f"{t['x_forward_backward']:.2f}",
+                          f"{row['forward_backward_s']:.2f} s"])
+    return [*md_table(["model", "method", "settings", "deletion AUC (lower better)", "insertion AUC (higher better)",
+                       "pointing game [95% CI]", "pointing, box +15%", "energy in box", "lattice 16 / 32 px"], rows),
+            "", f"Localisation baselines and the occlusion check (box folder, first {res['loc_n']} images):", "",
+            *md_table(["model", "n", "accuracy", "centre point", "centre point, box +15%", "uniform map",
+                       "occlusion: tumour box drop", "equal-area box drop", "tumour drop larger"], base),
+            "", f"Time per batch of {res['batch']} maps:", "",
+            *md_table(["model", "method (defaults)", "time", "x forward+backward", "forward+backward"], times)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,13 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--patch", type=int, default=8, help="pixels are removed/added in squares of this side")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--boxes", default="../shared/data/figshare-boxes-dev", help="box folder for localisation")
+    p.add_argument("--loc-n", type=int, default=750, help="box images for localisation (classes in turn)")
+    p.add_argument("--settings", choices=("default", "all"), default="default")
     p.add_argument("--out", default=str(RESULTS / "explain"))
     a = p.parse_args(argv)
     res = {"command": command("bench.explain_bench", argv), "threads": torch.get_num_threads(),
            "loadavg_start": os.getloadavg(), "batch": a.batch, "steps": a.steps, "patch": a.patch,
+           "loc_n": a.loc_n, "settings": a.settings,
            "models": [bench_model(ref, a) for ref in (a.teacher, a.student)]}
     res["loadavg_end"] = os.getloadavg()
-    write(a.out, res, "LRP vs Grad-CAM: faithfulness and cost", markdown(res),
+    write(a.out, res, "LRP and Grad-CAM: faithfulness, localisation and cost", markdown(res),
           f" (threads {res['threads']}, load average {res['loadavg_start'][0]:.1f} at start); batch {a.batch}, "
           f"{a.steps} deletion/insertion steps of {a.patch}x{a.patch} patches, black baseline.")
     return 0

@@ -84,7 +84,8 @@ def write_card(ref: str, model, info: ModelInfo, row: dict, measured_by: str) ->
                "measured_by": measured_by, "machine": f"{os.cpu_count()} CPU cores, batch 1, interleaved rounds"}
     val = info.summary.get("val_metrics", {}) | {"roc_auc": row["roc_auc"]}
     summary = info.summary | {"val_metrics": val, "profile": profile}
-    save_model(model, folder, ModelInfo(info.arch, info.class_names, info.spec, summary), half=half)
+    save_model(model, folder, ModelInfo(info.arch, info.class_names, info.spec, summary, calibration=info.calibration,
+                                        ood=info.ood), half=half)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,17 @@ REPO = RESULTS.parent.parent
 
 def command(module: str, argv: list[str] | None = None) -> str:
     """The command line that reproduces this run: ``python -m bench.NAME ARGS`` (``argv``, else the process's)."""
-    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+    args = sys.argv[1:] if argv is None else argv
+    return shlex.join(["python", "-m", module, *(relative(a) if Path(a).is_absolute() else a for a in args)])
 
 
 def relative(path: str | Path) -> str:
-    """``path`` relative to the repository root when it lies inside it, so that results name no machine's folders."""
+    """``path`` relative to the repository root (``../shared/...`` beside it too), so results name no machine's
+    folders; a path on another branch of the file system stays as it is."""
     p = Path(path).resolve()
-    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
+    if p.is_relative_to(REPO):
+        return str(p.relative_to(REPO))
+    return str(Path("..") / p.relative_to(REPO.parent)) if p.is_relative_to(REPO.parent) else str(path)
 
 
 def md_table(header: list[str], rows: Iterable[Iterable[object]]) -> list[str]:

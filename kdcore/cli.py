@@ -28,15 +28,19 @@ def _write_json(path: str | None, obj: dict | list) -> None:
 # --- dedup ------------------------------------------------------------------------------------------------------
 def _args_dedup(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="folder with one sub-folder per class")
-    p.add_argument("--threshold", type=int, default=None, help="max Hamming distance of 256-bit pHashes")
+    p.add_argument("--threshold", type=int, default=None,
+                   help="max Hamming distance of 256-bit pHashes, plain or mirrored (default: see docs/data.md)")
+    p.add_argument("--min-correlation", type=float, default=None,
+                   help="min correlation of detail thumbnails, intensity-altered copies (default: see docs/data.md)")
     p.add_argument("--json", default="duplicates.json", help="report file (default: duplicates.json)")
 
 
 def cmd_dedup(a: argparse.Namespace) -> int:
     from kdcore.data.dataset import load_records
-    from kdcore.data.dedup import DEFAULT_THRESHOLD, find_duplicates
+    from kdcore.data.dedup import DEFAULT_MIN_CORRELATION, DEFAULT_THRESHOLD, find_duplicates
 
-    report = find_duplicates(load_records(a.data), a.threshold if a.threshold is not None else DEFAULT_THRESHOLD)
+    report = find_duplicates(load_records(a.data), a.threshold if a.threshold is not None else DEFAULT_THRESHOLD,
+                             a.min_correlation if a.min_correlation is not None else DEFAULT_MIN_CORRELATION)
     for k, v in report.summary().items():
         print(f"{k:<32}{v}")
     _write_json(a.json, report.to_json())
@@ -229,7 +233,7 @@ def _args_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", default=None, help=f"weighted terms NAME=WEIGHT of {', '.join(LOSSES)} (default: {loss})")
     p.add_argument("--feat-distance", choices=FEAT_DISTANCES, default=None, help=f"default: {dcfg.feat_distance}")
     p.add_argument("--sem-map", choices=SEM_MAPS, default=None, help=f"default: {dcfg.sem_map}")
-    p.add_argument("--temperature", type=float, default=None, help=f"of the kd term (default: {dcfg.temperature:g})")
+    p.add_argument("--temperature", type=float, default=None, help=f"of kd, dkd, dist (default: {dcfg.temperature:g})")
     p.add_argument("--no-teacher-cache", action="store_true", help="teacher logits and maps at every step")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -309,6 +313,28 @@ def cmd_rank(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- calibrate --------------------------------------------------------------------------------------------------
+def _args_calibrate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder, or teacher / student (the bundled defaults)")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class (its split is used)")
+    p.add_argument("--split", default=None, help=SPLIT_HELP)
+    p.add_argument("--json", default=None, help="also write the fitted fields here")
+
+
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from kdcore.engine.calibrate import calibrate_model
+
+    fitted = calibrate_model(a.model, a.data, a.split)
+    c, o = fitted["calibration"], fitted["ood"]
+    print(f"temperature {c['temperature']:.4f} on {c['fitted_on']} ({c['num_images']} images): "
+          f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}")
+    flagged = ", ".join(f"{k} {v:.0%}" for k, v in o["flagged"].items())
+    print(f"OOD check: {o['score']} score (AUROC {o['auroc']:.4f}), threshold {o['threshold']:.3f} flags "
+          f"{o['val_flagged']:.1%} of validation; synthetic OOD flagged: {flagged}")
+    _write_json(a.json, fitted)
+    return 0
+
+
 # --- explain ----------------------------------------------------------------------------------------------------
 def _args_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model folder, teacher / student, or hf-hub:OWNER/NAME")
@@ -340,6 +366,94 @@ def cmd_explain(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- predict ----------------------------------------------------------------------------------------------------
+def _args_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder, teacher / student, or hf-hub:OWNER/NAME")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", default=None, help="one image file: JPEG, PNG..., DICOM, NIfTI (.nii, .nii.gz)")
+    source.add_argument("--data", default=None, help="a folder: every image file in it, at any depth")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", default=None, help="write the predictions (and the skipped files) here")
+    out.add_argument("--csv", default=None, help="write the predictions here, one row per file")
+    p.add_argument("--slice", type=int, default=None,
+                   help="DICOM frame or NIfTI axial slice, from 0 (inferior) (default: the middle one)")
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    import csv
+
+    from kdcore.data.dataset import image_files
+    from kdcore.models import load_model
+    from kdcore.models.predict import flat_row, predict_files
+
+    if a.data:
+        if not Path(a.data).is_dir():
+            raise KDCoreError(f"{a.data}: no such folder")
+        files = sorted(image_files(Path(a.data)))
+        if not files:
+            raise KDCoreError(f"{a.data}: holds no image files")
+    else:
+        files = [Path(a.image)]
+    model, info = load_model(a.model)
+    rows, skipped = predict_files(model, info, files, a.slice, a.batch_size, progress=bool(a.data))
+    if a.image and skipped:
+        raise KDCoreError(skipped[0]["reason"])
+    if not (a.json or a.csv):
+        for r in rows:
+            where = f" [{r['format']} slice {r['slice']} of {r['slices']}]" if r["slices"] > 1 else ""
+            ood = " (out of distribution)" if r["in_distribution"] is False else ""
+            print(f"{r['file']}: {r['class']} {r['confidence']:.3f}{where}{ood}")
+    for s in skipped:
+        print(f"warning: skipped {s['reason']}", file=sys.stderr)
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable file(s) of {len(files)}", file=sys.stderr)
+    if not rows:
+        raise KDCoreError(f"{a.data}: no readable image")
+    _write_json(a.json, {"model": info.name, "classes": [str(c) for c in info.class_names], "predictions": rows,
+                         "skipped": skipped})
+    if a.csv:
+        Path(a.csv).parent.mkdir(parents=True, exist_ok=True)
+        with open(a.csv, "w", newline="") as f:
+            table = [flat_row(r) for r in rows]
+            writer = csv.DictWriter(f, fieldnames=list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
+        print(f"wrote {a.csv}")
+    print(f"{len(rows)} predicted, {len(skipped)} skipped")
+    return 0
+
+
+def _args_localise(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder, teacher / student, or hf-hub:OWNER/NAME")
+    p.add_argument("--method", choices=("lrp", "gradcam"), default="lrp")
+    p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="a method setting, e.g. composite=epsilon-plus-flat or layer=previous (repeatable)")
+    p.add_argument("--target", choices=("predicted", "true"), default="predicted", help="the class explained")
+    p.add_argument("--data", required=True, help="class folders of images, each NAME.jpg with a NAME.txt box")
+    p.add_argument("--json", required=True, help="where to write the scores")
+    p.add_argument("--out-dir", default=None, help="also write one overlay PNG per image, its box in green")
+    p.add_argument("--max-images", type=int, default=None, help="the first N images, classes in turn")
+
+
+def cmd_localise(a: argparse.Namespace) -> int:
+    from kdcore.explain.localise import localise
+    from kdcore.models import load_model
+
+    settings = dict(s.partition("=")[::2] for s in a.setting)
+    if any(not v for v in settings.values()):
+        raise KDCoreError(f"--setting takes NAME=VALUE, got {a.setting}")
+    model, info = load_model(a.model)
+    res = localise(model, info, a.data, a.method, a.target, settings, a.max_images, a.out_dir)
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(res, indent=1))
+    print(f"{a.method} {res['settings']} on {res['n']} images: pointing game {res['pointing_game']['mean']:.3f}, "
+          f"tol15 {res['pointing_game_tol15']['mean']:.3f}, energy in box {res['energy_in_box']['mean']:.3f} "
+          f"(centre point {res['centre_pointing_game']['mean']:.3f}, "
+          f"uniform {res['uniform_pointing_game']['mean']:.3f}) -> {a.json}")
+    return 0
+
+
 COMMANDS = {
     "dedup": (_args_dedup, cmd_dedup, "find exact and near-duplicate images"),
     "split": (_args_split, cmd_split, "make (or show) the dataset's train/validation split"),
@@ -351,7 +465,10 @@ COMMANDS = {
     "push": (_args_push, cmd_push, "push a model folder to the Hugging Face Hub with a generated card"),
     "space": (_args_space, cmd_space, "assemble the Gradio Space folder (and push it with --push)"),
     "rank": (_args_rank, cmd_rank, "rank student architectures for a teacher without training them (DisWOT)"),
+    "calibrate": (_args_calibrate, cmd_calibrate, "fit a model's temperature and OOD check into its folder"),
     "explain": (_args_explain, cmd_explain, "explain a prediction on one image as an LRP or Grad-CAM heatmap"),
+    "localise": (_args_localise, cmd_localise, "score where heatmaps point on images with tumour boxes"),
+    "predict": (_args_predict, cmd_predict, "predict image files (DICOM and NIfTI too): classes, probabilities"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -29,21 +30,27 @@ def curves_figure(history: list[dict]) -> go.Figure:
     return fig
 
 
-def rank_figure(rows: list[dict]) -> go.Figure:
-    """DisWOT score against parameters, coloured by batch-1 latency (``rows`` of the ranking, best first)."""
+def rank_figure(rows: list[dict], annotate: int = 3) -> go.Figure:
+    """DisWOT score against parameters, coloured by batch-1 latency (``rows`` of the ranking, best first): every
+    candidate's figures on hover, the ``annotate`` best named on the plot."""
     fig = go.Figure(go.Scatter(
-        x=[r["params"] / 1e6 for r in rows], y=[r["score"] for r in rows], mode="markers+text",
-        text=[r["name"] for r in rows], textposition="top center",
+        x=[r["params"] / 1e6 for r in rows], y=[r["score"] for r in rows], mode="markers",
+        customdata=[[r["name"], r["latency_ms"], r["m_s"], r["m_r"], i] for i, r in enumerate(rows, 1)],
         marker=dict(size=11, color=[r["latency_ms"] for r in rows], colorscale="Viridis", showscale=True,
                     colorbar=dict(title="latency ms")),
-        hovertemplate="%{text}<br>%{x:.2f} M params<br>score %{y:.4g}<extra></extra>"))
+        hovertemplate=("#%{customdata[4]} %{customdata[0]}<br>%{x:.2f} M params · %{customdata[1]:.2f} ms<br>"
+                       "score %{y:.4g} (M_s %{customdata[2]:.3g}, M_r %{customdata[3]:.3g})<extra></extra>")))
+    for i, r in enumerate(rows[:annotate], 1):
+        fig.add_annotation(x=r["params"] / 1e6, y=r["score"], text=f"#{i} {r['name']}", showarrow=True,
+                           arrowhead=2, ax=40, ay=-30 * i, bgcolor="rgba(255,255,255,0.8)")
     fig.update_layout(xaxis_title="parameters (M)", yaxis_title="DisWOT score (higher is better)", height=380,
-                      margin=MARGIN)
+                      margin=MARGIN, hovermode="closest")
     return fig
 
 
 def benchmark_figures(results: list[dict]) -> tuple[go.Figure, go.Figure, go.Figure]:
-    """Per-class F1 bars, confusion matrices side by side, reliability diagram (``results`` of the evaluations)."""
+    """Per-class F1 bars, confusion matrices side by side, reliability diagram with bin counts (``results`` of the
+    evaluations)."""
     f1 = go.Figure([go.Bar(name=r["name"], x=list(r["per_class"]), y=[m["f1"] for m in r["per_class"].values()])
                     for r in results])
     f1.update_layout(barmode="group", yaxis=dict(range=[0, 1], title="F1"), height=320, margin=MARGIN,
@@ -56,12 +63,34 @@ def benchmark_figures(results: list[dict]) -> tuple[go.Figure, go.Figure, go.Fig
         cm.update_yaxes(autorange="reversed", row=1, col=i)
     cm.update_layout(coloraxis=dict(colorscale="Blues"), height=340, margin=MARGIN | dict(t=40),
                      title="confusion matrices (rows: true, columns: predicted)")
-    rel = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
-                                name="perfect calibration")])
-    for r in results:
-        rel.add_trace(go.Scatter(x=[b["confidence"] for b in r["reliability"]],
-                                 y=[b["accuracy"] for b in r["reliability"]], mode="lines+markers",
-                                 name=f"{r['name']} (ECE {r['ece']:.3f})"))
-    rel.update_layout(xaxis=dict(range=[0, 1], title="confidence"), yaxis=dict(range=[0, 1], title="accuracy"),
-                      height=340, margin=MARGIN, title="reliability diagram")
-    return f1, cm, rel
+    return f1, cm, reliability_figure(results)
+
+
+def reliability_figure(results: list[dict]) -> go.Figure:
+    """Reliability diagram of each evaluated model before (temperature 1, dotted) and after calibration (solid),
+    with the images per confidence bin below (15 bins, ``results`` of the evaluations)."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.06)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"),
+                             name="perfect calibration"), row=1, col=1)
+    palette = plotly.colors.qualitative.Plotly
+    for i, r in enumerate(results):
+        colour = palette[i % len(palette)]
+        for bins, ece, when, dash in ((r["uncalibrated"]["reliability"], r["uncalibrated"]["ece"], "T=1", "dot"),
+                                      (r["reliability"], r["ece"], f"T={r['temperature']:.2f}", "solid")):
+            name = f"{r['name']} {when} (ECE {ece:.3f})"
+            fig.add_trace(go.Scatter(
+                x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins], mode="lines+markers",
+                name=name, legendgroup=name, line=dict(color=colour, dash=dash),
+                customdata=[b["count"] for b in bins],
+                hovertemplate="confidence %{x:.3f}<br>accuracy %{y:.3f}<br>%{customdata} images<extra></extra>"),
+                row=1, col=1)
+            fig.add_trace(go.Bar(x=[(b["lo"] + b["hi"]) / 2 for b in bins], y=[b["count"] for b in bins],
+                                 width=1 / 15 / 2.2, name=name, legendgroup=name, showlegend=False,
+                                 marker=dict(color=colour, opacity=1.0 if dash == "solid" else 0.4)), row=2, col=1)
+    fig.update_xaxes(range=[0, 1.03], row=1, col=1)
+    fig.update_xaxes(range=[0, 1.03], title="confidence (15 bins)", row=2, col=1)
+    fig.update_yaxes(range=[0, 1], title="accuracy", row=1, col=1)
+    fig.update_yaxes(type="log", title="images", row=2, col=1)
+    fig.update_layout(height=460, margin=MARGIN, barmode="group", title="reliability diagram (dotted: before "
+                      "calibration, solid: after)")
+    return fig

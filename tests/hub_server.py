@@ -89,10 +89,10 @@ class HubServer:
             return self._create(json.loads(body))
         if method == "POST" and path == "/api/validate-yaml":
             return 200, {}, {}
-        m = re.fullmatch(r"/api/(models|datasets|spaces)/([^/]+/[^/]+)/(preupload|commit|revision|tree)/([^/]+)(/.*)?",
-                         path)
-        if m:
-            kind, repo_id, op, rev = TYPES[m[1]], m[2], m[3], unquote(m[4])
+        m = re.fullmatch(
+            r"/api/(models|datasets|spaces)/([^/]+/[^/]+)(?:/(preupload|commit|revision|tree)/([^/]+)(/.*)?)?", path)
+        if m:  # no operation: the repo's info at main
+            kind, repo_id, op, rev = TYPES[m[1]], m[2], m[3] or "revision", unquote(m[4] or "main")
             repo = self.repos.get((kind, repo_id))
             if repo is None:
                 return 404, {"X-Error-Code": "RepoNotFound"}, {"error": "Repository not found"}
@@ -104,9 +104,14 @@ class HubServer:
                 return self._commit(kind, repo_id, repo, body)
             if rev not in ("main", repo.sha):
                 return 404, {"X-Error-Code": "RevisionNotFound"}, {"error": "Revision not found"}
-            if op == "tree":
-                return 200, {}, [{"type": "file", "path": p, "size": len(d), "oid": git_blob_sha(d)}
-                                 for p, d in sorted(repo.files.items())]
+            if op == "tree":  # the files and sub-folders right under ``/tree/<rev>/<folder>``
+                folder = unquote(m[5] or "").strip("/")
+                prefix = folder + "/" if folder else ""
+                below = {p.removeprefix(prefix): d for p, d in repo.files.items() if p.startswith(prefix)}
+                subdirs = sorted({prefix + p.split("/")[0] for p in below if "/" in p})
+                return 200, {}, [{"type": "directory", "path": d, "oid": "0" * 40} for d in subdirs] + [
+                    {"type": "file", "path": prefix + p, "size": len(d), "oid": git_blob_sha(d)}
+                    for p, d in sorted(below.items()) if "/" not in p]
             return 200, {}, {"id": repo_id, "modelId": repo_id, "sha": repo.sha, "private": repo.private,
                              "siblings": [{"rfilename": p} for p in sorted(repo.files)]}
         m = re.fullmatch(r"/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from kdcore.data.imageio import ImageDecodeError, decode_to_uint8
+from kdcore.data.medical import EXTENSIONS as MEDICAL_EXTENSIONS
 from kdcore.errors import KDCoreError
 from kdcore.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"
+HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)?")  # a Hub dataset id: NAME or OWNER/NAME
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm",
-                    ".ppm", ".pnm")
+                    ".ppm", ".pnm", *MEDICAL_EXTENSIONS)
 
 
 @dataclass
@@ -62,7 +65,7 @@ def _hidden(name: str) -> bool:
     return name.startswith((".", "__"))
 
 
-def _image_files(class_dir: Path) -> list[Path]:
+def image_files(class_dir: Path) -> list[Path]:
     """Image files under ``class_dir`` (any depth), following symbolic links to files and folders elsewhere.
 
     Paths keep the names found under ``class_dir`` (links are not resolved); hidden entries and broken links
@@ -78,7 +81,7 @@ def _image_files(class_dir: Path) -> list[Path]:
         dirnames[:] = [d for d in dirnames if not _hidden(d)]
         for name in filenames:
             path = Path(dirpath, name)
-            if _hidden(name) or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            if _hidden(name) or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
             if path.is_file():
                 found.append(path)
@@ -93,7 +96,7 @@ def _folder_records(source: str | os.PathLike) -> ImageRecords:
     if not class_names:
         raise KDCoreError(f"{source}: no class sub-folders (expected {source}/<class>/<image files>)")
     found = {f.relative_to(root).as_posix(): (str(f), label)
-             for label, name in enumerate(class_names) for f in _image_files(root / name)}
+             for label, name in enumerate(class_names) for f in image_files(root / name)}
     if not found:
         raise KDCoreError(f"{source}: the class folders hold no image files")
     empty = sorted(set(class_names) - {class_names[label] for _, label in found.values()})
@@ -114,7 +117,7 @@ def load_records(source: str | os.PathLike, split: str = "train") -> ImageRecord
     """
     if Path(source).is_dir():
         return _folder_records(source)
-    if os.sep in str(source) or str(source).startswith("."):
+    if not HUB_ID.fullmatch(str(source)):  # a path, not ``NAME`` or ``OWNER/NAME``
         raise KDCoreError(f"{source}: no such data folder")
     import datasets  # local: importing datasets costs ~1 s
 

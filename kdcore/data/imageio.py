@@ -2,7 +2,8 @@
 
 The convention (stored with every model as its :class:`InputSpec`): greyscale, one channel, padded to a square on
 black, resized to ``size`` x ``size`` with antialiasing, scaled to [0, 1] and normalised by ``mean``/``std``.
-Every mode the dataset holds (L, RGB, RGBA, P, I;16, I) and PNG data under a ``.jpg`` name decode the same way.
+Every mode the dataset holds (L, RGB, RGBA, P, I;16, I) and PNG data under a ``.jpg`` name decode the same way;
+DICOM and NIfTI files (told by content, read by :mod:`kdcore.data.medical`) give one slice as a float image.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ ImageSource = str | os.PathLike | bytes | Image.Image
 
 #: Largest image (in pixels) decoded; a 20000x20000 upload is refused before it fills memory.
 MAX_PIXELS = 64_000_000
+#: Leading bytes read to tell DICOM and NIfTI files from the rest (:func:`kdcore.data.medical.sniff`).
+HEAD_BYTES = 4096
 
 
 class ImageDecodeError(ValueError):
@@ -42,24 +45,69 @@ class InputSpec:
         return cls(**{k: d[k] for k in ("size", "channels", "mean", "std") if k in d})
 
 
-def open_image(source: ImageSource) -> Image.Image:
-    """Open and fully decode an image; raise :class:`ImageDecodeError` with a one-line reason otherwise."""
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image and how it was read.
+
+    ``notes``: ``format`` (JPEG, PNG, DICOM, NIfTI...), ``slice`` (the slice or frame used) of ``slices``, and
+    ``intensity`` (how intensities were mapped). DICOM and NIfTI slices are float images (mode ``F``) in [0, 1].
+    """
+
+    image: Image.Image
+    notes: dict
+
+
+def read_image(source: ImageSource, slice_index: int | None = None) -> DecodedImage:
+    """Open and fully decode an image file, bytes or PIL image, DICOM and NIfTI included (told by content).
+
+    ``slice_index`` picks the DICOM frame or the NIfTI axial slice (default: the middle one); a plain image has
+    the one slice 0. Raises :class:`ImageDecodeError` with a one-line reason for anything unreadable.
+    """
     if isinstance(source, Image.Image):
-        return source
+        return DecodedImage(source, _plain_notes(source, "image", slice_index))
     name = "upload" if isinstance(source, bytes) else os.fspath(source)
     if isinstance(source, bytes):
         if not source:
             raise ImageDecodeError("the upload is empty (0 bytes)")
-        fp = io.BytesIO(source)
+        head = source[:HEAD_BYTES]
     else:
         path = Path(source)
         if not path.is_file():
             raise ImageDecodeError(f"{name}: no such file")
         if path.stat().st_size == 0:
             raise ImageDecodeError(f"{name}: the file is empty (0 bytes)")
-        fp = path.open("rb")
+        with path.open("rb") as f:
+            head = f.read(HEAD_BYTES)
+    from kdcore.data import medical  # here: medical imports ImageDecodeError from this module
+
+    kind = medical.sniff(head)
+    if kind is None:
+        img = _open_plain(source, name)
+        return DecodedImage(img, _plain_notes(img, name, slice_index))
+    if (len(source) if isinstance(source, bytes) else Path(source).stat().st_size) > medical.MAX_BYTES:
+        raise ImageDecodeError(f"{name}: file larger than {medical.MAX_BYTES >> 20} MiB")
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    read = medical.read_dicom if kind == "dicom" else medical.read_nifti
+    grey, notes = read(data, name, slice_index)
+    return DecodedImage(Image.fromarray(grey), notes)  # float32: mode F
+
+
+def open_image(source: ImageSource) -> Image.Image:
+    """Open and fully decode an image (DICOM and NIfTI: the middle slice); raise :class:`ImageDecodeError` with a
+    one-line reason otherwise."""
+    return read_image(source).image
+
+
+def _plain_notes(img: Image.Image, name: str, slice_index: int | None) -> dict:
+    if slice_index not in (None, 0):
+        raise ImageDecodeError(f"{name}: slice {slice_index} out of range (a 2-D image has the one slice 0)")
+    return {"format": img.format or "image", "slice": 0, "slices": 1, "intensity": f"as stored ({img.mode})"}
+
+
+def _open_plain(source: str | os.PathLike | bytes, name: str) -> Image.Image:
+    """A file or bytes through PIL, fully loaded; one-line errors."""
     try:
-        with fp:
+        with io.BytesIO(source) if isinstance(source, bytes) else Path(source).open("rb") as fp:
             img = Image.open(fp)
             w, h = img.size
             if w * h > MAX_PIXELS:

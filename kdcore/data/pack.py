@@ -49,8 +49,14 @@ class TrainData:
     skipped: list[dict] = field(default_factory=list)
 
 
+#: The duplicate rules a split is made with, part of its file name: a dataset uses the split made with the current
+#: rules. ``v2``: exact, pHash, mirrored pHash and intensity-altered copies; the older files, without the suffix
+#: (exact and pHash only), stay readable through ``--split FILE``.
+SPLIT_RULES = "v2"
+
+
 def default_split_path(records: ImageRecords) -> Path:
-    """``<parent>-<folder>-<hash of ids and labels>.json``: the same dataset always maps to the same file.
+    """``<parent>-<folder>-<hash of ids and labels>-<SPLIT_RULES>.json``: a dataset always maps to the same file.
 
     A split that ships with kdcore (``bundled/splits/``, the reference dataset's) is used as it is; any other
     dataset's split lives in the user cache (``cache_dir()/splits``), never in the package.
@@ -58,7 +64,7 @@ def default_split_path(records: ImageRecords) -> Path:
     h = hashlib.sha1("\n".join(f"{i}\t{y}" for i, y in zip(records.ids, records.labels)).encode()).hexdigest()[:8]
     name = Path(records.root).name if records.root else "hub"
     parent = Path(records.root).parent.name if records.root else "dataset"
-    filename = f"{parent}-{name}-{h}.json"
+    filename = f"{parent}-{name}-{h}-{SPLIT_RULES}.json"
     shipped = bundled("splits", filename)
     return shipped if shipped.is_file() else cache_dir() / "splits" / filename
 

@@ -86,6 +86,6 @@ def make_split(records: ImageRecords, groups: np.ndarray, val_fraction: float = 
         "class_names": records.class_names,
         "train_counts": records.subset(tr).class_counts(),
         "val_counts": records.subset(va).class_counts(),
-        "rule": "stratified by class; duplicate groups (exact + perceptual) on one side only",
+        "rule": "stratified by class; duplicate groups (exact, pHash, mirrored pHash, intensity) on one side only",
     }
     return Split([records.ids[i] for i in tr], [records.ids[i] for i in va], info)

@@ -37,7 +37,12 @@ class DistillConfig:
     """Which terms of :data:`~kdcore.distill.losses.LOSSES`, their weights and settings; saved under ``"distill"``."""
 
     loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0, "kd": 1.0})
-    temperature: float = 4.0
+    temperature: float = 4.0  # of kd, dkd and dist
+    kd_standardize: bool = False  # kd on z-scored logits (logit standardisation)
+    dkd_alpha: float = 1.0  # dkd's TCKD weight (DKD's own default)
+    dkd_beta: float = 8.0  # dkd's NCKD weight (DKD's CIFAR-100 default)
+    dist_beta: float = 1.0  # dist's inter-class (per-sample) weight (DIST's default)
+    dist_gamma: float = 1.0  # dist's intra-class (per-class) weight (DIST's default)
     feat_distance: str = "cosine"  # one of FEAT_DISTANCES
     sem_map: str = "lrp"  # one of SEM_MAPS
     teacher_cache: bool = True  # logits and maps of the un-augmented images, computed once (maps warped per batch)

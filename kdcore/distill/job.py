@@ -104,8 +104,9 @@ def run(
     student = create_model(cfg.student, len(train_data.class_names), spec)
     if cfg.init is not None:
         _init_student(student, cfg, train_data.class_names)
-    if cfg.train.mixup > 0 and "sem" in dcfg.weights:
-        raise KDCoreError("mixup cannot train the sem term: a blended slice has no single target class to explain")
+    labelled = [k for k in ("sem", "dkd") if k in dcfg.weights]
+    if cfg.train.mixup > 0 and labelled:
+        raise KDCoreError(f"mixup cannot train the {labelled[0]} term: a blended slice has no single target class")
     summary = {"objective": "distillation", "teacher": cfg.teacher, "student": cfg.student,
                "loss": dcfg.describe(), "distill": dcfg.to_dict(), "init": cfg.init}
     if set(dcfg.weights) == {"ce"}:  # the student alone: no teacher at all

@@ -36,11 +36,67 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float =
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton's ``T² KL(softmax(z_t / T) || softmax(z_s / T))``, averaged over the batch; logits ``(B, K)``."""
+def standardize_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Each row of ``(B, K)`` logits z-scored: ``(z - mean) / (std + 1e-7)``, std with Bessel's correction.
+
+    Logit standardisation (Sun et al., CVPR 2024): the student then matches the teacher's logit relations, not their
+    scale.
+    """
+    return (logits - logits.mean(1, keepdim=True)) / (logits.std(1, keepdim=True) + 1e-7)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+            standardize: bool = False) -> torch.Tensor:
+    """Hinton's ``T² KL(softmax(z_t / T) || softmax(z_s / T))``, averaged over the batch; logits ``(B, K)``.
+
+    ``standardize``: both logits through :func:`standardize_logits` first.
+    """
+    teacher_logits = teacher_logits.detach()
+    if standardize:
+        student_logits, teacher_logits = standardize_logits(student_logits), standardize_logits(teacher_logits)
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_t = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
+
+
+def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
+             beta: float, temperature: float) -> torch.Tensor:
+    """Decoupled KD (Zhao et al., CVPR 2022): ``alpha TCKD + beta NCKD``, each ``T² KL``, averaged over the batch.
+
+    Logits ``(B, K)``, class indices ``(B,)``. TCKD: KL of the binary distributions (target class, the rest) of
+    ``softmax(z / T)``. NCKD: KL of the distributions over the non-target classes, made as the official code does:
+    the target logit lowered by 1000 before the softmax.
+    """
+    gt = F.one_hot(labels, student_logits.shape[1]).to(student_logits.dtype)
+    p_s = F.softmax(student_logits / temperature, dim=1)
+    p_t = F.softmax(teacher_logits.detach() / temperature, dim=1)
+    b_s = torch.stack([(p_s * gt).sum(1), (p_s * (1 - gt)).sum(1)], 1)
+    b_t = torch.stack([(p_t * gt).sum(1), (p_t * (1 - gt)).sum(1)], 1)
+    tckd = F.kl_div(torch.log(b_s.clamp_min(torch.finfo(b_s.dtype).tiny)), b_t, reduction="batchmean")
+    log_q_s = F.log_softmax(student_logits / temperature - 1000.0 * gt, dim=1)
+    q_t = F.softmax(teacher_logits.detach() / temperature - 1000.0 * gt, dim=1)
+    nckd = F.kl_div(log_q_s, q_t, reduction="batchmean")
+    return (alpha * tckd + beta * nckd) * temperature**2
+
+
+def _mean_pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the Pearson correlation of the rows of ``(N, M)`` tensors ``a`` and ``b`` (DIST's eps)."""
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)).mean()
+
+
+def dist_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float, gamma: float,
+              temperature: float) -> torch.Tensor:
+    """DIST (Huang et al., NeurIPS 2022): ``T² (beta inter + gamma intra)`` of ``P = softmax(z / T)`` ``(B, K)``.
+
+    ``inter = 1 - mean Pearson(P_s[i], P_t[i])`` over the samples (rows), ``intra`` the same over the classes
+    (columns, across the batch: a batch of one gives ``intra = 1`` and no gradient).
+    """
+    p_s = F.softmax(student_logits / temperature, dim=1)
+    p_t = F.softmax(teacher_logits.detach() / temperature, dim=1)
+    inter = 1 - _mean_pearson(p_s, p_t)
+    intra = 1 - _mean_pearson(p_s.T, p_t.T)
+    return (beta * inter + gamma * intra) * temperature**2
 
 
 def _flat_cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -170,9 +226,23 @@ def _ce(d: Distiller, s: Step) -> torch.Tensor:
     return ce_loss(s.logits, s.y, d.label_smoothing)
 
 
-@register_loss("kd", "T^2 KL(softmax(z_t/T) || softmax(z_s/T))", ("logits",), lambda c: f"T={c.temperature:g}")
+@register_loss("kd", "T^2 KL(softmax(z_t/T) || softmax(z_s/T)), z z-scored per sample if standardised",
+               ("logits",), lambda c: f"T={c.temperature:g}" + (", z-score" if c.kd_standardize else ""))
 def _kd(d: Distiller, s: Step) -> torch.Tensor:
-    return kd_loss(s.logits, s.teacher["logits"], d.cfg.temperature)
+    return kd_loss(s.logits, s.teacher["logits"], d.cfg.temperature, d.cfg.kd_standardize)
+
+
+@register_loss("dkd", "T^2 (alpha KL(b_t || b_s) + beta KL(q_t || q_s)), b = (p_y, 1 - p_y), q = p over classes != y",
+               ("logits",), lambda c: f"T={c.temperature:g}, alpha={c.dkd_alpha:g}, beta={c.dkd_beta:g}")
+def _dkd(d: Distiller, s: Step) -> torch.Tensor:
+    return dkd_loss(s.logits, s.teacher["logits"], s.y, d.cfg.dkd_alpha, d.cfg.dkd_beta, d.cfg.temperature)
+
+
+@register_loss("dist", "T^2 (beta (1 - mean_i r(P_s[i], P_t[i])) + gamma (1 - mean_k r(P_s[:, k], P_t[:, k]))), "
+               "r = Pearson, P = softmax(z/T)",
+               ("logits",), lambda c: f"T={c.temperature:g}, beta={c.dist_beta:g}, gamma={c.dist_gamma:g}")
+def _dist(d: Distiller, s: Step) -> torch.Tensor:
+    return dist_loss(s.logits, s.teacher["logits"], d.cfg.dist_beta, d.cfg.dist_gamma, d.cfg.temperature)
 
 
 @register_loss("feat", "d(P(f_s), f_t), d = 1 - cos | MSE, P = 1x1 conv + BN", ("features",),

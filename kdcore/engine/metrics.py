@@ -1,10 +1,17 @@
 """Classification metrics from labels and probabilities (numpy only): the fields of ``evaluate``'s JSON, and the
-paired bootstrap that compares two training configurations on the same images and seeds."""
+paired statistics that compare two training configurations run with the same seeds: over seeds (the mean paired
+difference, its t-interval and the sign-flip p-value) and over seeds and images (the paired bootstrap)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy.stats import rankdata
+from scipy.stats import t as student_t
+
+#: up to this many seeds the sign-flip test enumerates all 2^n sign patterns
+EXACT_SIGN_FLIPS = 12
 
 
 def confusion_matrix(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
@@ -100,3 +107,46 @@ def paired_bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray, k: i
     return {name: {"diff": float(point[j]), "ci95": [float(lo[j]), float(hi[j])]}
             for j, name in enumerate(("accuracy", "macro_f1"))}
 
+
+def paired_t_interval(diffs: np.ndarray) -> dict:
+    """Mean of the per-seed paired differences ``(S,)`` and its 95% t-interval: ``mean ± t_{S-1} sd / sqrt(S)``.
+
+    ``t_{S-1}`` is the 97.5% quantile of Student's t with ``S - 1`` degrees of freedom, ``sd`` the sample standard
+    deviation (``ddof=1``). Returns ``{"diff", "ci95": [lo, hi] | None (one seed), "n"}``.
+    """
+    diffs = np.asarray(diffs, dtype=float)
+    n, mean = len(diffs), float(diffs.mean())
+    if n < 2:
+        return {"diff": mean, "ci95": None, "n": n}
+    half = float(student_t.ppf(0.975, n - 1) * diffs.std(ddof=1) / np.sqrt(n))
+    return {"diff": mean, "ci95": [mean - half, mean + half], "n": n}
+
+
+def sign_flip_p_value(diffs: np.ndarray, n_random: int = 100_000, seed: int = 0) -> float:
+    """Two-sided p-value of the paired permutation test that the per-seed differences ``(S,)`` centre on 0.
+
+    Under the null each seed's difference is as likely negated, so the p-value is the share of sign patterns whose
+    ``|mean|`` reaches the observed one: all ``2^S`` patterns for ``S <= EXACT_SIGN_FLIPS`` (the smallest possible
+    p-value is then ``2 / 2^S``: 0.0625 for 5 seeds), else ``n_random`` random ones, counting the observed.
+    """
+    diffs = np.asarray(diffs, dtype=float)
+    observed = abs(diffs.mean()) - 1e-12  # ties with the observed mean count, whatever the round-off
+    if len(diffs) <= EXACT_SIGN_FLIPS:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(diffs))))
+        return float((np.abs(signs @ diffs / len(diffs)) >= observed).mean())
+    signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(n_random, len(diffs)))
+    return float(((np.abs(signs @ diffs / len(diffs)) >= observed).sum() + 1) / (n_random + 1))
+
+
+def paired_over_seeds(a: np.ndarray, b: np.ndarray) -> dict:
+    """Per-seed scores ``a``, ``b`` ``(S,)`` of two configurations (seed ``s`` paired): the mean difference A - B,
+    its 95% t-interval and the sign-flip p-value, ``{"diff", "ci95", "n", "p"}``."""
+    diffs = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return paired_t_interval(diffs) | {"p": sign_flip_p_value(diffs)}
+
+
+def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
+    """AUROC of telling OOD (positive) from in-distribution images by score."""
+    y = np.r_[np.zeros(len(in_scores), int), np.ones(len(out_scores), int)]
+    s = np.r_[in_scores, out_scores]
+    return float(roc_auc_ovr(y, np.stack([-s, s], 1)))

@@ -1,6 +1,9 @@
 """Explanations of a classifier's prediction: LRP and Grad-CAM heatmaps with one call for every timm CNN.
 
-* :func:`explain` -- detached maps for viewing and for a teacher's targets;
+* :func:`explain_image` -- one image file/bytes/PIL image explained: the input, the map, the class explained and
+  the :class:`Frame` mapping input and upload coordinates both ways;
+* :func:`explain` -- detached maps ``(B, H, W)`` of a batch, for viewing and for a teacher's targets;
+* :func:`localise` -- pointing game and energy in tumour boxes over a folder (:mod:`kdcore.explain.localise`);
 * :func:`student_map` -- maps that stay in the autograd graph of the parameters, for a distillation loss;
 * :func:`class_maps` -- one map per class;
 * :func:`render_overlay` -- the map over the slice as an RGB image with a colour bar (:func:`map_scale` to share
@@ -12,10 +15,15 @@
 
 from kdcore.explain._common import Target, evaluating
 from kdcore.explain.class_maps import class_maps
+from kdcore.explain.frame import Frame
 from kdcore.explain.gradcam import grad_cam
-from kdcore.explain.lrp import lrp_map
+from kdcore.explain.image import ImageExplanation, explain_image
+from kdcore.explain.lattice import lattice_factor
+from kdcore.explain.localise import localise
+from kdcore.explain.lrp import COMPOSITES, lrp_map
 from kdcore.explain.methods import METHODS, Method, explain, get_method, student_map
 from kdcore.explain.render import map_scale, render_overlay
 
-__all__ = ["METHODS", "Method", "Target", "class_maps", "evaluating", "explain", "get_method", "grad_cam", "lrp_map",
-           "map_scale", "render_overlay", "student_map"]
+__all__ = ["COMPOSITES", "METHODS", "Frame", "ImageExplanation", "Method", "Target", "class_maps", "evaluating",
+           "explain", "explain_image", "get_method", "grad_cam", "lattice_factor", "localise", "lrp_map", "map_scale",
+           "render_overlay", "student_map"]

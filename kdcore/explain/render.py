@@ -5,7 +5,7 @@ diverging map (blue negative, white zero, red positive) on a symmetric scale ``[
 heavy-tailed (a few pixels hold much of it), so ``m`` is the 99.5th percentile of the magnitude and larger values
 saturate. Grad-CAM is non-negative and smooth: a sequential map (``inferno``) on ``[0, m]``, ``m`` its maximum.
 The colour's opacity grows with the magnitude, so near-zero regions show the slice. The bar sits inside the right
-edge, labelled with its end values.
+edge, labelled with its end values in type large enough to read on a phone.
 """
 
 from __future__ import annotations
@@ -14,34 +14,40 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from kdcore.data.imageio import ImageSource, open_image, to_grey_array
+from kdcore.explain.frame import Frame
 from kdcore.explain.methods import get_method
 
 MAX_ALPHA = 0.7
 
 
 def upload_frame(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Undo :func:`kdcore.data.imageio.square_resize`: a ``(S, S)`` map -> ``(height, width)`` over the original."""
-    side = max(height, width)
-    square = F.interpolate(torch.as_tensor(heatmap, dtype=torch.float32)[None, None], size=(side, side),
+    """Undo :func:`kdcore.data.imageio.square_resize`: a ``(S, S)`` map -> ``(height, width)`` over the original
+    (resized to the padded square of :class:`~kdcore.explain.frame.Frame`, the padding cropped)."""
+    frame = Frame(height, width, heatmap.shape[-1])
+    square = F.interpolate(torch.as_tensor(heatmap, dtype=torch.float32)[None, None], size=(frame.side, frame.side),
                            mode="bilinear", align_corners=False)[0, 0].numpy()
-    top, left = (side - height) // 2, (side - width) // 2
+    left, top = frame.offset.astype(int)
     return square[top : top + height, left : left + width]
 
 
 def _colour_bar(canvas: Image.Image, cmap_name: str, low: float, high: float) -> None:
+    """The colour scale inside the right edge: a ramp (``high`` on top) with its end values in type about 1/14 of
+    the image's height (11 px and more when the overlay is shown at 160 px and wider), dark-outlined."""
     w, h = canvas.size
-    bar_w, bar_h = max(6, w // 40), max(20, h // 2)
+    font = ImageFont.load_default(size=max(10, round(h / 14)))
+    text_h = font.size + 2
+    bar_w, bar_h = max(6, w // 28), max(20, h - 2 * (text_h + max(4, h // 40)))
     x0, y0 = w - bar_w - max(4, w // 50), (h - bar_h) // 2
     ramp = colormaps[cmap_name](np.linspace(1.0, 0.0, bar_h))[:, None, :3].repeat(bar_w, 1)
     canvas.paste(Image.fromarray((ramp * 255).astype(np.uint8)), (x0, y0))
     draw = ImageDraw.Draw(canvas)
     draw.rectangle((x0 - 1, y0 - 1, x0 + bar_w, y0 + bar_h), outline=(255, 255, 255))
-    for value, y in ((high, y0 - 12), (low, y0 + bar_h + 2)):
-        text = f"{value:.2g}"
-        draw.text((max(0, x0 + bar_w - 6 * len(text)), min(max(0, y), h - 11)), text, fill=(255, 255, 255))
+    for value, y, anchor in ((high, y0 - 2, "rb"), (low, y0 + bar_h + 2, "rt")):
+        draw.text((x0 + bar_w, y), f"{value:.2g}", font=font, anchor=anchor, fill=(255, 255, 255),
+                  stroke_width=max(1, font.size // 12), stroke_fill=(0, 0, 0))
 
 
 def map_scale(heatmaps: list[np.ndarray | torch.Tensor], method: str = "lrp") -> float:
@@ -52,12 +58,12 @@ def map_scale(heatmaps: list[np.ndarray | torch.Tensor], method: str = "lrp") ->
 
 
 def render_overlay(image: ImageSource, heatmap: np.ndarray | torch.Tensor, method: str = "lrp",
-                   scale: float | None = None) -> np.ndarray:
+                   scale: float | None = None, opacity: float = MAX_ALPHA) -> np.ndarray:
     """The slice ``image`` (file, bytes or PIL image) with ``heatmap`` ``(S, S)`` over it: uint8 ``(H, W, 3)``.
 
     ``heatmap`` is a map on the model's square input (as :func:`kdcore.explain.explain` returns it); ``(H, W)`` is
     the upload's own size. ``scale``: the end of the colour scale (e.g. :func:`map_scale` of maps to compare);
-    default: this map's own.
+    default: this map's own. ``opacity``: the colour's opacity where the map reaches the scale's end.
     """
     entry = get_method(method)
     grey = to_grey_array(open_image(image))
@@ -66,7 +72,7 @@ def render_overlay(image: ImageSource, heatmap: np.ndarray | torch.Tensor, metho
     low = -top if entry.signed else 0.0
     unit = np.clip((heat - low) / (top - low), 0.0, 1.0)
     colour = colormaps[entry.colour_map](unit)[..., :3]
-    alpha = MAX_ALPHA * np.clip(np.abs(heat) / top, 0.0, 1.0)[..., None]
+    alpha = opacity * np.clip(np.abs(heat) / top, 0.0, 1.0)[..., None]
     rgb = (1 - alpha) * grey[..., None] + alpha * colour
     canvas = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
     _colour_bar(canvas, entry.colour_map, low, top)

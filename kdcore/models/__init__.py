@@ -5,7 +5,8 @@ profiling stay in their own modules (``kdcore.models.hub``, ``.runtime``, ``.pro
 """
 
 from kdcore.models.factory import VARIANTS, count_params, create_model, hash_weights
-from kdcore.models.folder import WEIGHTS, ModelInfo, load_init, load_model, read_config, resolve_model_path, save_model
+from kdcore.models.folder import WEIGHTS, ModelInfo, load_folder, read_config, save_model
+from kdcore.models.refs import load_init, load_model, resolve_model_path
 
-__all__ = ["VARIANTS", "WEIGHTS", "ModelInfo", "count_params", "create_model", "hash_weights", "load_init",
-           "load_model", "read_config", "resolve_model_path", "save_model"]
+__all__ = ["VARIANTS", "WEIGHTS", "ModelInfo", "count_params", "create_model", "hash_weights", "load_folder",
+           "load_init", "load_model", "read_config", "resolve_model_path", "save_model"]

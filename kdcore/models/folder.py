@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from torch import nn
 from kdcore.data.imageio import InputSpec
 from kdcore.errors import KDCoreError
 from kdcore.models.factory import count_params
-from kdcore.paths import BUNDLED_MODELS, bundled_model
 
 WEIGHTS = "model.safetensors"
 
@@ -37,6 +37,8 @@ class ModelInfo:
     summary: dict = field(default_factory=dict)
     path: str | None = None
     model_args: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)  # fitted temperature (kdcore.models.calibration)
+    ood: dict = field(default_factory=dict)  # fitted out-of-distribution check (kdcore.models.ood)
 
     @property
     def name(self) -> str:
@@ -73,6 +75,9 @@ def save_model(
         },
         "kdcore": {"input": spec.to_dict(), "class_names": list(info.class_names), "summary": info.summary},
     }
+    for key in ("calibration", "ood"):
+        if getattr(info, key):
+            model_config["kdcore"][key] = getattr(info, key)
     model = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)  # e.g. from channels_last training
     timm.models.save_for_hf(model, str(folder), model_config=model_config, safe_serialization=True)
     if half:
@@ -80,7 +85,11 @@ def save_model(
 
         sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
         save_file(sd, str(folder / WEIGHTS))
-    info = ModelInfo(info.arch, info.class_names, spec, info.summary, str(folder), read_config(folder)["model_args"])
+    stats = info.ood.get("stats")
+    if stats and info.path and Path(info.path).resolve() != folder.resolve():  # the OOD statistics travel too
+        shutil.copyfile(Path(info.path) / stats, folder / stats)
+    info = ModelInfo(info.arch, info.class_names, spec, info.summary, str(folder), read_config(folder)["model_args"],
+                     info.calibration, info.ood)
     (folder / "README.md").write_text(card or model_card_text(info, count_params(model)))
     return folder
 
@@ -98,26 +107,14 @@ def read_config(folder: str | os.PathLike) -> dict:
     return cfg
 
 
-def resolve_model_path(ref: str | os.PathLike) -> Path:
-    """``teacher``/``student`` -> the bundled folder; ``hf-hub:OWNER/NAME`` -> its local snapshot; else a path."""
-    ref = str(ref)
-    if ref in BUNDLED_MODELS:
-        return bundled_model(ref)
-    if ref.startswith("hf-hub:"):
-        from kdcore.models.hub import pull_model
-
-        return pull_model(ref[len("hf-hub:"):])
-    return Path(ref)
-
-
-def load_model(ref: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
-    """Load a model folder (or ``teacher``/``student``/``hf-hub:...``) in eval mode, in float32.
+def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
+    """Load a local model folder in eval mode, in float32 (:func:`kdcore.models.load_model` takes any reference).
 
     Raises :class:`KDCoreError` with one line for a missing folder, missing weights or mismatched weights.
     """
-    folder = resolve_model_path(ref)
+    folder = Path(folder)
     if not folder.exists():
-        raise KDCoreError(f"{ref}: no such model folder")
+        raise KDCoreError(f"{folder}: no such model folder")
     cfg = read_config(folder)
     weights = folder / WEIGHTS
     if not weights.is_file():
@@ -139,14 +136,6 @@ def load_model(ref: str | os.PathLike, device: str | torch.device = "cpu") -> tu
     except (RuntimeError, KeyError, OSError) as e:
         reason = str(e).splitlines()[0]
         raise KDCoreError(f"{folder}: weights do not fit {cfg.get('architecture')} ({reason})") from None
-    info = ModelInfo(cfg["architecture"], class_names, spec, kd.get("summary", {}), str(folder), args)
+    info = ModelInfo(cfg["architecture"], class_names, spec, kd.get("summary", {}), str(folder), args,
+                     kd.get("calibration", {}), kd.get("ood", {}))
     return model.to(device).eval(), info
-
-
-def load_init(ref: str | os.PathLike, class_names: list[str], size: int) -> tuple[nn.Module, ModelInfo]:
-    """:func:`load_model` for fine-tuning (``--init``): refuses a model of other classes or input size."""
-    model, info = load_model(ref)
-    if list(info.class_names) != list(class_names) or info.spec.size != size:
-        raise KDCoreError(f"--init {ref}: classes {info.class_names} at {info.spec.size} px differ from the "
-                          f"run's {list(class_names)} at {size} px")
-    return model, info

@@ -1,7 +1,7 @@
 """Hugging Face Hub I/O: pull and push model folders, push an assembled Gradio Space.
 
 A pushed model is exactly a kdcore model folder (``config.json`` + ``model.safetensors`` + ``README.md`` card with
-a model-index), so ``timm.create_model("hf-hub:OWNER/NAME", pretrained=True)`` and ``kdcore.models.folder.load_model``
+a model-index), so ``timm.create_model("hf-hub:OWNER/NAME", pretrained=True)`` and ``kdcore.models.load_model``
 both load it. Never a pickle. Hub and network failures become one-line :class:`KDCoreError` messages.
 Tokens: an explicit ``token`` argument, else huggingface_hub's own lookup (``HF_TOKEN``, then the stored login).
 """
@@ -14,10 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kdcore.errors import KDCoreError
-from kdcore.models.folder import WEIGHTS
+from kdcore.models.card import model_card_text
+from kdcore.models.factory import count_params
+from kdcore.models.folder import WEIGHTS, load_folder
 
-#: What a model repo holds; nothing else is pulled or pushed.
-MODEL_FILES = ("config.json", WEIGHTS, "README.md")
+#: What a model repo holds (ood.safetensors: the fitted out-of-distribution statistics, when the check needs
+#: them); nothing else is pulled or pushed.
+MODEL_FILES = ("config.json", WEIGHTS, "README.md", "ood.safetensors")
 
 
 @contextmanager
@@ -75,21 +78,21 @@ def pull_model(repo_id: str, revision: str | None = None) -> Path:
 def push_model(folder: str | os.PathLike, repo_id: str, token: str | None = None, private: bool = False) -> str:
     """Push a model folder to ``repo_id`` in one commit, with a freshly generated card; return the repo URL.
 
-    Uploads ``config.json``, ``model.safetensors`` and ``README.md`` only. The card (model-index metrics,
-    training summary, data, intended use, limitations) names ``repo_id`` in its loading snippet.
+    Uploads ``config.json``, ``model.safetensors``, ``ood.safetensors`` (when there) and ``README.md`` only. The
+    card (model-index metrics, training summary, data, intended use, limitations) names ``repo_id`` in its loading
+    snippet.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from kdcore.models.card import model_card_text
-    from kdcore.models.folder import count_params, load_model
 
     repo_id = _repo_id(repo_id)
-    model, info = load_model(folder)  # also proves the weights fit the config
+    model, info = load_folder(folder)  # also proves the weights fit the config
     card = model_card_text(info, count_params(model), repo_id=repo_id)
     api = HfApi(token=token or None)
     with _hub_errors(repo_id):
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        ops = [CommitOperationAdd(f, str(Path(folder) / f)) for f in ("config.json", WEIGHTS)]
+        ops = [CommitOperationAdd(f, str(Path(folder) / f)) for f in MODEL_FILES
+               if f != "README.md" and (Path(folder) / f).is_file()]
         ops.append(CommitOperationAdd("README.md", card.encode()))
         api.create_commit(repo_id, ops, commit_message=f"Upload {info.arch} from kdcore")
     return str(url)

@@ -7,6 +7,9 @@ parameters, FLOPs and batch-1 CPU latency and drops those over the given limits,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import lru_cache
+
 import torch
 
 from kdcore.data.imageio import InputSpec
@@ -49,30 +52,40 @@ def build_candidate(arch: str, num_classes: int, spec: InputSpec, seed: int = 0)
         return create_model(arch, num_classes, spec).eval()
 
 
+@lru_cache(maxsize=256)
+def candidate_cost(name: str, num_classes: int, spec: InputSpec, repeats: int = 30) -> dict:
+    """``{params, flops, latency_ms}`` of ``name`` at ``spec``, measured once per process: latency is the median
+    of ``repeats`` warm batch-1 forward passes on this CPU, as :func:`kdcore.engine.evaluate.evaluate` measures it."""
+    model = build_candidate(name, num_classes, spec)
+    cost = model_cost(model, spec, repeats=repeats)
+    return {"params": count_params(model), "flops": cost["flops"], "latency_ms": round(cost["latency_ms_batch1"], 2)}
+
+
 def candidate_table(
     spec: InputSpec,
     names: list[str] | None = None,
     max_params: int | None = None,
     max_latency_ms: float | None = None,
     num_classes: int = 4,
-    repeats: int = 5,
+    repeats: int = 30,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[dict]:
     """``[{name, family, params, flops, latency_ms}]`` of the candidates within the limits (all registered if None).
 
-    Latency is the median of ``repeats`` batch-1 forward passes at ``spec`` on this CPU (a quick, noisy figure).
-    Names outside :data:`CANDIDATES` are accepted when timm knows them.
+    Costs come from :func:`candidate_cost` (cached per candidate). Names outside :data:`CANDIDATES` are accepted
+    when timm knows them. ``progress("measure", done, total)`` is called after each candidate.
     """
     rows = []
-    for name in names or list(CANDIDATES):
-        model = build_candidate(name, num_classes, spec)
-        params = count_params(model)
-        if max_params is not None and params > max_params:
+    names = names or list(CANDIDATES)
+    for i, name in enumerate(names):
+        cost = candidate_cost(name, num_classes, spec, repeats)
+        if progress is not None:
+            progress("measure", i + 1, len(names))
+        if max_params is not None and cost["params"] > max_params:
             continue
-        cost = model_cost(model, spec, repeats=repeats)
-        if max_latency_ms is not None and cost["latency_ms_batch1"] > max_latency_ms:
+        if max_latency_ms is not None and cost["latency_ms"] > max_latency_ms:
             continue
-        rows.append({"name": name, "family": CANDIDATES.get(name, "timm"), "params": params, "flops": cost["flops"],
-                     "latency_ms": round(cost["latency_ms_batch1"], 2)})
+        rows.append({"name": name, "family": CANDIDATES.get(name, "timm"), **cost})
     if not rows:
         raise KDCoreError("no candidate fits the limits (max params / max latency)")
     return rows

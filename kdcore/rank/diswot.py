@@ -19,6 +19,7 @@ The teacher's matrices are computed once per ranking (:func:`model_terms`) and c
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -129,12 +130,14 @@ def rank(
     variant: ScoreVariant = SCORES["original"],
     seeds: tuple[int, ...] = (0,),
     map_size: int = 16,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[dict]:
     """Score each candidate architecture ``names`` against ``teacher``; best first.
 
     ``batches`` are model inputs ``[(N, C, H, W)]`` at ``spec``. Each candidate is built at timm's random
     initialisation from each seed in ``seeds``; its ``score`` is the mean over seeds and batches, ``score_std`` the
-    spread over both. The teacher's matrices are computed once.
+    spread over both. The teacher's matrices are computed once. ``progress("score", done, total)`` is called
+    after each candidate.
     """
     num_classes = teacher.num_classes
     reference = model_terms(teacher, batches, variant, map_size)
@@ -155,6 +158,8 @@ def rank(
             "params": count_params(student),
             "seconds": round(time.perf_counter() - t0, 3),
         })
+        if progress is not None:
+            progress("score", len(rows), len(names))
     return sorted(rows, key=lambda r: -r["score"])
 
 
@@ -172,17 +177,20 @@ def rank_for_teacher(
     inits: int = 1,
     seed: int = 0,
     split: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[dict]:
     """The whole ranking the CLI and the app run: candidate table (limits applied first), stratified batches from
     the training side of ``data``'s split, scores. Rows best first:
-    ``{name, family, score, m_s, m_r, score_std, params, flops, latency_ms}``.
+    ``{name, family, score, m_s, m_r, score_std, params, flops, latency_ms}``. ``progress(stage, done, total)``
+    reports each candidate measured (``"measure"``) and scored (``"score"``).
     """
     if variant not in SCORES:
         raise KDCoreError(f"unknown DisWOT variant {variant!r}: choose from {', '.join(SCORES)}")
     train = load_train_data(data, spec.size, split)
     if list(train.class_names) != list(class_names):
         raise KDCoreError(f"{data}: classes {train.class_names} differ from the teacher's {class_names}")
-    table = {r["name"]: r for r in candidate_table(spec, names, max_params, max_latency_ms, len(class_names))}
+    table = {r["name"]: r for r in candidate_table(spec, names, max_params, max_latency_ms, len(class_names),
+                                                      progress=progress)}
     inputs = sample_inputs(train.train.pixels, train.train.labels, spec, batch_size, batches, seed)
-    rows = rank(teacher, list(table), inputs, spec, SCORES[variant], seeds=tuple(range(inits)))
+    rows = rank(teacher, list(table), inputs, spec, SCORES[variant], seeds=tuple(range(inits)), progress=progress)
     return [table[r["name"]] | {k: r[k] for k in ("score", "m_s", "m_r", "score_std")} for r in rows]

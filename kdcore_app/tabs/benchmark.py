@@ -18,12 +18,14 @@ class BenchmarkTab(NamedTuple):
 
 
 def results_table(results: list[dict]) -> pd.DataFrame:
-    """One row per evaluated model: accuracy, macro-F1, per-class F1, size, cost, latency, calibration."""
+    """One row per evaluated model: accuracy, macro-F1, per-class F1, size, cost, latency, calibration (the fitted
+    temperature, ECE of the calibrated probabilities and at temperature 1)."""
     rows = [[r["name"], r["arch"], r["num_images"], round(r["accuracy"], 4), round(r["macro_f1"], 4),
              *[round(m["f1"], 4) for m in r["per_class"].values()], r["params"], round(r["flops"] / 1e6, 1),
-             round(r["latency_ms_batch1"], 2), round(r["ece"], 4)] for r in results]
+             round(r["latency_ms_batch1"], 2), round(r["temperature"], 3), round(r["ece"], 4),
+             round(r["uncalibrated"]["ece"], 4)] for r in results]
     headers = ["model", "arch", "images", "accuracy", "macro-F1", *[f"F1 {c}" for c in results[0]["per_class"]],
-               "params", "MFLOPs", "latency ms", "ECE"]
+               "params", "MFLOPs", "latency ms", "temperature", "ECE", "ECE at T=1"]
     return pd.DataFrame(rows, columns=headers)
 
 

@@ -27,8 +27,9 @@ def heatmap_gallery(d: Diagnosis) -> list[tuple[np.ndarray, str]]:
 
 
 def model_summary(p: Prediction) -> str:
-    """One model's answer, speed and size, as Markdown."""
-    return (f"**{p.name}** (`{p.arch}`): predicts **{p.label}** ({p.confidence:.0%})  \n"
+    """One model's answer (marked when the model flags the slice as out of distribution), speed and size."""
+    mark = f"  \n⚠️ *untrustworthy: {p.ood.why()}*" if p.flagged else ""
+    return (f"**{p.name}** (`{p.arch}`): predicts **{p.label}** ({p.confidence:.0%}){mark}  \n"
             f"inference {p.inference_ms:.1f} ms ({RUNTIMES.get(p.runtime, p.runtime)}) · "
             f"{p.params / 1e6:.2f} M params · {p.size_bytes / 2**20:.1f} MiB")
 
@@ -41,7 +42,8 @@ def build(state: AppState) -> DiagnoseTab:
         require(path, "Upload an MRI slice (JPEG or PNG) or pick a sample first.")
         d = diagnose(path, state.store, teacher, student)
         probs = [{c: float(v) for c, v in zip(p.class_names, p.probs)} for p in (d.teacher, d.student)]
-        summary = f"{d.agreement()}  \n<small>all results in {d.seconds:.2f} s</small>"
+        parts = (d.warning(), f"{d.agreement()}  \n<small>all results in {d.seconds:.2f} s</small>")
+        summary = "\n\n".join(part for part in parts if part)
         return probs[0], model_summary(d.teacher), probs[1], model_summary(d.student), summary, heatmap_gallery(d)
 
     def on_upload(path: str | None, teacher: str, student: str):
@@ -65,16 +67,17 @@ def build(state: AppState) -> DiagnoseTab:
 
 
 def _results() -> list[gr.components.Component]:
-    """Teacher probabilities and summary, student's, the agreement sentence, the heatmaps (callback order)."""
+    """Teacher probabilities and summary, student's, the out-of-distribution warning and agreement sentence, the
+    heatmaps (callback order)."""
     agreement = gr.Markdown(elem_id="agreement")
     with gr.Row():
         with gr.Column():
-            t_label = gr.Label(num_top_classes=4, label="teacher", elem_id="teacher-probs")
+            t_label = gr.Label(num_top_classes=4, label="teacher (calibrated)", elem_id="teacher-probs")
             t_info = gr.Markdown(elem_id="teacher-info")
         with gr.Column():
-            s_label = gr.Label(num_top_classes=4, label="student", elem_id="student-probs")
+            s_label = gr.Label(num_top_classes=4, label="student (calibrated)", elem_id="student-probs")
             s_info = gr.Markdown(elem_id="student-info")
     heatmaps = gr.Gallery(label="explanations: one colour scale per method, shared by both models", columns=4,
                           rows=1, object_fit="contain", height=260, elem_id="heatmaps")
-    gr.Markdown("\n".join(f"- {m.title}: {m.description}" for m in METHODS.values()))
+    gr.Markdown("\n".join(f"- {m.caption()}: {m.description}" for m in METHODS.values()))
     return [t_label, t_info, s_label, s_info, agreement, heatmaps]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import gradio as gr
@@ -9,7 +10,7 @@ import pandas as pd
 
 from kdcore.explain import METHODS
 from kdcore.rank.diswot import SCORES
-from kdcore.service import rank_students
+from kdcore.service import data_note, rank_students
 from kdcore_app.errors import user_errors
 from kdcore_app.figures import rank_figure
 from kdcore_app.state import AppState
@@ -17,10 +18,17 @@ from kdcore_app.state import AppState
 ABOUT = ("DisWOT (training-free): how well each candidate architecture, at random initialisation, matches the "
          "teacher's class-similarity (Grad-CAM or LRP maps) and sample-relation matrices on one stratified batch. "
          "Higher is better; it is a guide to what to distill, not a prediction of the distilled accuracy.")
+COLUMNS = ("**score** = -(M_s + M_r), higher is better. **M_s** (semantic mismatch): how differently the candidate "
+           "and the teacher relate the classes to each other through their class maps; **M_r** (relation "
+           "mismatch): how differently they relate the images of the batch to each other through their "
+           "features. Lower M_s and M_r mean closer to the teacher. **latency ms**: median of 30 warm batch-1 "
+           "forward passes on this server's CPU (measured once per candidate and kept); **MFLOPs** per image.")
+STAGES = {"measure": "measuring parameters, FLOPs and latency", "score": "scoring against the teacher"}
 
 
 class RankTab(NamedTuple):
     teacher: gr.Dropdown
+    data: gr.Textbox  # handed to the Distill tab with the picked candidate
     pick: gr.Dropdown  # the ranked candidate to distill
     to_distill: gr.Button
 
@@ -38,11 +46,20 @@ def build(state: AppState) -> RankTab:
 
     @user_errors
     def on_rank(teacher: str, data: str, max_params_m: float | None, max_latency: float | None, variant: str,
-                names: str, batch_size: int):
+                names: str, batch_size: int, progress: gr.Progress = gr.Progress()):  # noqa: B008 (how Gradio asks)
+        started: dict[str, float] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            t0 = started.setdefault(stage, time.perf_counter() - 1e-9)  # at the stage's first candidate
+            left = (time.perf_counter() - t0) / max(done - 1, 1) * (total - done) if done > 1 else None
+            eta = f" · about {left:.0f} s left" if left is not None else ""
+            progress((done, total), desc=f"{STAGES[stage]}{eta}", unit="candidates")
+
         rows = rank_students(state.store, teacher, data,
                              names=[n.strip() for n in names.split(",") if n.strip()] or None,
                              max_params=int(max_params_m * 1e6) if max_params_m else None,
-                             max_latency_ms=max_latency or None, variant=variant, batch_size=int(batch_size))
+                             max_latency_ms=max_latency or None, variant=variant, batch_size=int(batch_size),
+                             progress=report)
         ranked = [r["name"] for r in rows]
         return ranking_table(rows), rank_figure(rows), gr.Dropdown(choices=ranked, value=ranked[0])
 
@@ -51,19 +68,26 @@ def build(state: AppState) -> RankTab:
         gr.Markdown(ABOUT)
         with gr.Row():
             teacher = gr.Dropdown(state.models(), value="teacher", label="teacher", allow_custom_value=True)
-            max_params = gr.Number(None, label="max params (M)", minimum=0)
-            max_latency = gr.Number(None, label="max latency (ms, batch 1)", minimum=0)
+            max_params = gr.Number(None, label="max params (M)", minimum=0, placeholder="no limit",
+                                   info="empty or 0: no limit", elem_id="rank-max-params")
+            max_latency = gr.Number(None, label="max latency (ms, batch 1)", minimum=0, placeholder="no limit",
+                                    info="empty or 0: no limit")
             variant = gr.Radio(list(SCORES), value=next(iter(SCORES)), label=f"variant ({variants})")
         with gr.Row():
-            data = gr.Textbox(state.data_dir, label="data folder (one sub-folder per class)")
-            names = gr.Textbox("", label="candidates (comma-separated; empty: the whole registry)")
-            batch = gr.Number(64, label="batch size", precision=0, minimum=4)
-        run = gr.Button("Rank", variant="primary")
-        table = gr.Dataframe(label="ranking", interactive=False)
+            data = gr.Textbox(state.data_dir, label="data", elem_id="rank-data",
+                              info="demo (the bundled demo set), a labelled folder on the server, or a Hub dataset id")
+            names = gr.Textbox("", label="candidates (comma-separated; empty: the whole registry)",
+                               elem_id="rank-names")
+            batch = gr.Number(64, label="batch size", precision=0, minimum=4, elem_id="rank-batch")
+        note = gr.Markdown(data_note(state.data_dir))
+        run = gr.Button("Rank", variant="primary", elem_id="rank-run")
+        table = gr.Dataframe(label="ranking", interactive=False, elem_id="rank-table")
+        gr.Markdown(COLUMNS)
         plot = gr.Plot()
         with gr.Row():
             pick = gr.Dropdown([], label="candidate to distill")
             to_distill = gr.Button("Distill this candidate")
+    data.change(data_note, data, note, api_name=False, show_progress="hidden")
     run.click(on_rank, [teacher, data, max_params, max_latency, variant, names, batch], [table, plot, pick],
               api_name="rank")
-    return RankTab(teacher, pick, to_distill)
+    return RankTab(teacher, data, pick, to_distill)

@@ -12,6 +12,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from kdcore.distill import LOSSES
 from tests.helpers import CLASSES, synthetic_slice
 from tests.hub_server import HubServer, use_hub
 
@@ -81,6 +82,16 @@ def test_benchmark(client, tiny_data):
         client.predict(["teacher"], str(tiny_data / "nope"), api_name="/benchmark")
 
 
+def test_rank_and_distill_default_to_the_bundled_demo_set(client):
+    table, _plot, pick = client.predict("teacher", "demo", None, None, "original", "test_resnet", 8,
+                                        api_name="/rank")
+    assert [r[1] for r in table["data"]] == ["test_resnet"] and pick["value"] == "test_resnet"
+    status, _plot, name, runs = client.predict(*_distill_args("demo"), api_name="/distill")
+    assert status.startswith("Done in") and "teacher **" in status and "student **" in status
+    assert "A short run" in status and "data demo" in status
+    assert name == f"distilled/{runs['value']}" and runs["value"].startswith("test_resnet-32px-short-ce+kd")
+
+
 def test_rank_students(client, tiny_data):
     table, plot, pick = client.predict("teacher", str(tiny_data), None, None, "original",
                                        "test_resnet, test_efficientnet", 8, api_name="/rank")
@@ -95,12 +106,12 @@ def test_rank_students(client, tiny_data):
 
 
 def _distill_args(data, epochs=1, images=16, arch="test_resnet", size=32, **w):
-    weights = {"ce": 1.0, "kd": 1.0, "feat": 0.0, "sem": 0.0, "rel": 0.0} | w
+    weights = {k: 0.0 for k in LOSSES} | {"ce": 1.0, "kd": 1.0} | w
     return ["teacher", arch, size, epochs, images, *weights.values(), 4.0, "lrp", "cosine", str(data)]
 
 
 def test_distill_run_joins_model_list_zip_and_diagnose(app, client, tiny_data, files):
-    status, _plot, name = client.predict(*_distill_args(tiny_data, sem=1.0), api_name="/distill")
+    status, _plot, name, _runs = client.predict(*_distill_args(tiny_data, sem=1.0), api_name="/distill")
     assert status.startswith("Done") and name.startswith("distilled/")
     zpath = client.predict(name, api_name="/zip_model")
     assert sorted(Path(n).name for n in zipfile.ZipFile(zpath).namelist()) == [
@@ -111,8 +122,8 @@ def test_distill_run_joins_model_list_zip_and_diagnose(app, client, tiny_data, f
 def test_distill_failure_reports_and_app_keeps_serving(client, tiny_data, files):
     with pytest.raises(AppError, match="unknown architecture"):
         client.predict(*_distill_args(tiny_data, arch="no_such_net"), api_name="/distill")
-    with pytest.raises(AppError, match="data folder"):
-        client.predict(*_distill_args(""), api_name="/distill")
+    with pytest.raises(AppError, match="no such data folder"):
+        client.predict(*_distill_args(tiny_data / "nope"), api_name="/distill")
     assert _diagnose(client, files["slice"])[0]["label"] in CLASSES
 
 
@@ -133,7 +144,7 @@ def test_distill_one_at_a_time_and_cancel(app, tiny_data):
     second = b.submit(*_distill_args(tiny_data, epochs=100), api_name="/distill")
     _wait_for(second, (Status.IN_QUEUE,))  # waits its turn: one run at a time per app
     assert second.status().queue_size is not None
-    a.predict(api_name="/cancel_distill")
+    a.predict("", api_name="/cancel_distill")  # "": the session's own runs
     _wait_for(second, running)  # the queued run starts once the first has stopped itself
     deadline = time.time() + 30  # the first job's client-side future may lag the server by a poll
     while not first.done():
@@ -141,7 +152,7 @@ def test_distill_one_at_a_time_and_cancel(app, tiny_data):
         time.sleep(0.1)
     assert first.result(timeout=30)[0].startswith("Cancelled at epoch")  # the run's own last message
     # (its final output: outputs() may lack a message yielded just before the end, which arrives as the result)
-    b.predict(api_name="/cancel_distill")
+    b.predict("", api_name="/cancel_distill")
     assert second.result(timeout=60)[0].startswith("Cancelled at epoch")
 
 

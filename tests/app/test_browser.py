@@ -1,4 +1,5 @@
-"""The app in Debian's chromium through Playwright: upload, both predictions and four heatmaps, tabs, distill + cancel.
+"""The app in Debian's chromium through Playwright: upload, both predictions and four heatmaps, tabs, distill + cancel,
+Rank and Distill on the default (demo) data, a reload during a run.
 
 Needs ``apt-get install chromium`` and ``pip install playwright`` (no ``playwright install``: no browser download).
 Screenshots go to ``<tmp>/screenshots`` (path printed).
@@ -49,6 +50,15 @@ def test_upload_tabs_distill_cancel(page, app, files, tmp_path_factory):
     expect(page.locator("#heatmaps img")).to_have_count(4)
     page.screenshot(path=str(shots / "diagnose.png"), full_page=True)
 
+    # not an MRI slice: the predictions stay, marked, under the out-of-distribution warning with its reason
+    page.locator("#upload button[aria-label='Clear']").click()
+    page.locator("#upload input[type=file]").set_input_files(str(files["noise"]))
+    expect(page.locator("#agreement")).to_contain_text("does not look like a brain MRI slice")
+    expect(page.locator("#agreement")).to_contain_text("> threshold")
+    expect(page.locator("#teacher-info")).to_contain_text("untrustworthy")
+    expect(page.locator("#teacher-probs")).to_contain_text(classes)
+    page.screenshot(path=str(shots / "not-mri.png"), full_page=True)
+
     # a bad upload: a message, not a stack trace, and the page keeps working
     page.locator("#upload button[aria-label='Clear']").click()
     expect(page.locator("#heatmaps img")).to_have_count(0)  # clearing the upload clears the results
@@ -67,7 +77,48 @@ def test_upload_tabs_distill_cancel(page, app, files, tmp_path_factory):
     page.screenshot(path=str(shots / "distill-running.png"), full_page=True)
     page.locator("#distill-cancel").click()
     expect(page.locator("#distill-status")).to_contain_text(re.compile("Cancelled (at epoch|before it started)"))
-    expect(page.locator("#distill-cancel")).to_have_text("Cancel")  # re-armed for the next run
-    expect(page.locator("#distill-cancel")).to_be_enabled()
+    expect(page.locator("#distill-cancel")).to_have_text("Cancel")
+    expect(page.locator("#distill-cancel")).to_be_disabled()  # nothing runs: nothing to cancel
     page.screenshot(path=str(shots / "distill-cancelled.png"), full_page=True)
-    assert len(list(shots.glob("*.png"))) == 7
+    assert len(list(shots.glob("*.png"))) == 8
+
+
+def test_rank_and_distill_on_the_default_data(page, app):
+    """A first visit: Rank and Distill work with their defaults (the bundled demo set), the candidate and the data
+    reach Distill, and the finished student goes to Diagnose."""
+    expect = sync_api.expect
+    page.goto(app["url"])
+    page.get_by_role("tab", name="Rank students").click()
+    expect(page.locator("#rank-data textarea, #rank-data input").first).to_have_value("demo")
+    page.locator("#rank-names textarea, #rank-names input").first.fill("test_resnet")
+    page.locator("#rank-batch input").fill("8")
+    page.locator("#rank-run").click()
+    expect(page.locator("#rank-table")).to_contain_text("test_resnet")
+    page.get_by_role("button", name="Distill this candidate").click()
+    expect(page.get_by_role("tab", name="Distill")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#distill-data textarea, #distill-data input").first).to_have_value("demo")
+    expect(page.locator("#distill-data-note")).to_contain_text("demo set")
+    expect(page.locator("#distill-cancel")).to_be_disabled()
+    page.locator("#distill-epochs input").fill("1")
+    page.locator("#distill-images input").fill("16")
+    page.locator("#distill-start").click()
+    expect(page.locator("#distill-status")).to_contain_text("Done in", timeout=180_000)
+    expect(page.locator("#distill-status")).to_contain_text("A short run")
+    page.locator("#distill-to-diagnose").click()
+    expect(page.get_by_role("tab", name="Diagnose")).to_have_attribute("aria-selected", "true")
+
+
+def test_a_reload_during_a_run_reattaches_to_it(page, app):
+    expect = sync_api.expect
+    page.goto(app["url"])
+    page.get_by_role("tab", name="Distill").click()
+    page.locator("#distill-epochs input").fill("100")
+    page.locator("#distill-start").click()
+    expect(page.locator("#distill-status")).to_contain_text(re.compile("epoch|Teacher cache|loading"))
+    page.reload()  # the run goes on in the server; the new page lists it and follows it
+    page.get_by_role("tab", name="Distill").click()
+    expect(page.locator("#distill-status")).to_contain_text(re.compile(r"epoch \d+/100"))
+    expect(page.locator("#distill-cancel")).to_be_enabled()
+    page.locator("#distill-cancel").click()
+    expect(page.locator("#distill-status")).to_contain_text("Cancelled at epoch")
+    expect(page.locator("#distill-cancel")).to_be_disabled()

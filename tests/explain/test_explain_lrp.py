@@ -7,7 +7,7 @@ from zennit.attribution import Gradient
 from zennit.composites import EpsilonPlusFlat
 from zennit.torchvision import ResNetCanonizer
 
-from kdcore.explain import explain
+from kdcore.explain import COMPOSITES, explain
 from kdcore.explain.canonizers import timm_canonizers
 
 #: arch -> bound on the relative conservation error (biases zeroed, 32 px, calibrated BatchNorm, float64).
@@ -65,6 +65,20 @@ def test_canonizers_keep_outputs_and_conserve(arch):
     error = ((relevance.sum((1, 2)) - logit).abs() / logit.abs()).max().item()
     print(f"{arch}: conservation error {error:.2e}")
     assert error < CONSERVATION_TOL[arch], error
+
+
+@pytest.mark.parametrize("composite", list(COMPOSITES))
+@pytest.mark.parametrize("arch", ["test_resnet", "resnet18", "resnet10t"])
+def test_every_composite_conserves(arch, composite):
+    """Each registered composite conserves relevance on ResNets (biases zeroed, float64, 64 px: strides 2 to 32)."""
+    torch.manual_seed(0)
+    model = calibrated(timm.create_model(arch, num_classes=4, in_chans=1), 64, zero_biases=True).double()
+    x = torch.randn(2, 1, 64, 64, dtype=torch.float64)
+    relevance = explain(model, x, None, "lrp", composite=composite)
+    with torch.no_grad():
+        logit = model(x).max(1).values
+    error = ((relevance.sum((1, 2)) - logit).abs() / logit.abs()).max().item()
+    assert error < 1e-3, error
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -1,0 +1,155 @@
+"""Localisation scores, box mapping through pad/resize, the lattice factor, Grad-CAM layers, the explain API."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kdcore.cli import main
+from kdcore.data.imageio import square_resize
+from kdcore.errors import KDCoreError
+from kdcore.explain import METHODS, Frame, explain, explain_image, lattice_factor
+from kdcore.explain.gradcam import LAYERS, upsample_cam
+from kdcore.explain.localise import bootstrap, box_mask, find_boxed_images, image_scores, localise, peak
+from kdcore.models import load_model
+from tests.helpers import CLASSES
+
+
+@pytest.mark.parametrize("height,width", [(200, 300), (300, 200), (256, 256), (37, 91)])
+def test_frame_round_trips_and_matches_square_resize(height, width):
+    frame = Frame(height, width, 64)
+    box = np.array([0.2 * width, 0.3 * height, 0.7 * width, 0.9 * height])
+    assert np.allclose(frame.box_to_upload(frame.box_to_input(box)), box)
+    xy = np.random.default_rng(0).random((10, 2)) * 64
+    assert np.allclose(frame.to_input(frame.to_upload(xy)), xy)
+    grey = np.zeros((height, width), np.float32)
+    x0, y0, x1, y1 = box.round().astype(int)
+    grey[y0:y1, x0:x1] = 1.0
+    pixels = square_resize(grey, 64)
+    ys, xs = np.nonzero(pixels > 127)
+    mapped = frame.box_to_input([x0, y0, x1, y1])
+    assert np.allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], mapped, atol=1.0)
+
+
+def test_pointing_energy_and_ties():
+    mask = box_mask(np.array([10.0, 20.0, 30.0, 40.0]), 64)
+    assert mask[20, 10] and mask[39, 29] and not mask[40, 29] and not mask[19, 10]
+    inside = np.zeros((64, 64))
+    inside[25, 15] = 2.0
+    scores = image_scores(inside, mask, mask)
+    assert scores["pointing_game"] == 1.0 and scores["energy_in_box"] == 1.0 and scores["ties"] == 1.0
+    outside = -np.ones((64, 64))
+    outside[5, 50] = 1.0
+    assert image_scores(outside, mask, mask)["pointing_game"] == 0.0
+    flat = np.ones((64, 64))
+    assert peak(flat) == (0, 0, 64 * 64)  # ties broken at the first pixel in row-major order, all counted
+    scores = image_scores(flat, mask, mask)
+    assert scores["ties"] == 64 * 64 and scores["pointing_game"] == 0.0
+    assert scores["uniform_pointing_game"] == pytest.approx(mask.mean()) == pytest.approx(scores["energy_in_box"])
+    assert scores["centre_pointing_game"] == 0.0  # the centre pixel (32, 32) lies right of x = 30
+    assert image_scores(flat, box_mask(np.array([20.0, 20.0, 40.0, 40.0]), 64), mask)["centre_pointing_game"] == 1.0
+
+
+def test_bootstrap_interval():
+    assert bootstrap(np.full(20, 0.5)) == {"mean": 0.5, "ci95": [0.5, 0.5]}
+    lo, hi = bootstrap(np.r_[np.zeros(50), np.ones(50)])["ci95"]
+    assert 0.35 < lo < 0.5 < hi < 0.65
+
+
+def test_lattice_factor_on_a_synthetic_lattice():
+    lattice = torch.zeros(3, 64, 64)
+    lattice[:, 3::16, 5::16] = 1.0
+    assert lattice_factor(lattice, 16) == pytest.approx(256)
+    assert lattice_factor(lattice, 32) == pytest.approx(256)  # half the 32-px phases of one 16-px phase: 1024 / 4
+    assert lattice_factor(torch.ones(2, 64, 64), 16) == pytest.approx(1)
+    smooth = torch.rand(16, 128, 128, generator=torch.Generator().manual_seed(0))
+    assert lattice_factor(smooth, 16) < 1.2
+
+
+def test_upsample_cam_has_no_border_plateau():
+    grid = torch.zeros(1, 4, 4)
+    grid[0, 0, 0] = 1.0
+    up = upsample_cam(grid, (128, 128))[0]
+    row, col, ties = peak(up.numpy())
+    assert 12 <= row <= 16 and 12 <= col <= 16 and ties <= 4  # the cell's centre, not the image's corner
+    assert up[0, 0] < up[15, 15]
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_gradcam_layers(tiny_model_dir, layer):
+    model, _info = load_model(tiny_model_dir)
+    x = torch.randn(2, 1, 32, 32)
+    maps = explain(model, x, None, "gradcam", layer=layer)
+    assert maps.shape == (2, 32, 32) and bool((maps >= 0).all())
+    if layer in ("product", "mean"):
+        assert float(maps.max()) <= 1.0 + 1e-6
+
+
+def test_settings_are_checked():
+    with pytest.raises(KDCoreError, match="choose from"):
+        METHODS["gradcam"].resolve({"layer": "nope"})
+    with pytest.raises(KDCoreError, match="no setting"):
+        METHODS["lrp"].resolve({"layer": "last"})
+    assert "native" in METHODS["gradcam"].caption() and "composite" in METHODS["lrp"].caption()
+
+
+def test_explain_image_api(tiny_model_dir, tmp_path):
+    model, info = load_model(tiny_model_dir)
+    path = tmp_path / "wide.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 80)) * 255).astype(np.uint8)).save(path)
+    result = explain_image(model, info.spec, path, "gradcam", "true", label=2, layer="previous")
+    assert result.target == 2 and result.heatmap.shape == (32, 32) and result.overlay.shape == (40, 80, 3)
+    assert result.x.shape == (1, 1, 32, 32) and result.settings == {"layer": "previous"}
+    assert result.frame == Frame(40, 80, 32) and "previous" in result.caption
+    assert explain_image(model, info.spec, path.read_bytes(), "lrp", 1).target == 1
+    with pytest.raises(KDCoreError, match="label"):
+        explain_image(model, info.spec, path, "lrp", "true")
+    with pytest.raises(KDCoreError, match="out of range"):
+        explain_image(model, info.spec, path, "lrp", 9)
+
+
+def boxed_folder(root, n=3, size=48):
+    """Class folders of bright-square images, each with its YOLO box file; the image is wider than tall."""
+    rng = np.random.default_rng(0)
+    for name in CLASSES[:3]:
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            img = (rng.random((size, size + 16)) * 40).astype(np.uint8)
+            x0, y0 = rng.integers(4, 28, 2)
+            img[y0 : y0 + 12, x0 : x0 + 12] = 250
+            Image.fromarray(img).save(root / name / f"{i:04d}.jpg")
+            (root / name / f"{i:04d}.txt").write_text(
+                f"{(x0 + 6) / (size + 16):.4f} {(y0 + 6) / size:.4f} {12 / (size + 16):.4f} {12 / size:.4f}\n")
+    return root
+
+
+def test_localise_folder(tiny_model_dir, tmp_path):
+    folder = boxed_folder(tmp_path / "boxes")
+    items = find_boxed_images(folder, CLASSES, max_images=4)
+    assert [i.label for i in items] == [0, 1, 2, 0]  # classes in turn
+    model, info = load_model(tiny_model_dir)
+    res = localise(model, info, folder, "gradcam", "true", {"layer": "product"}, out_dir=tmp_path / "png")
+    assert res["n"] == 9 and res["settings"] == {"layer": "product"} and set(res["per_class"]) == set(CLASSES[:3])
+    for key in ("pointing_game", "pointing_game_tol15", "energy_in_box", "centre_pointing_game",
+                "uniform_pointing_game", "ties"):
+        lo, hi = res[key]["ci95"]
+        assert lo <= res[key]["mean"] <= hi
+    assert res["pointing_game_tol15"]["mean"] >= res["pointing_game"]["mean"]
+    assert len(list((tmp_path / "png").glob("*.png"))) == 9
+    with pytest.raises(KDCoreError, match="not a class"):
+        (folder / "cats").mkdir()
+        localise(model, info, folder)
+
+
+def test_cli_localise(tiny_model_dir, tmp_path, capsys):
+    folder = boxed_folder(tmp_path / "boxes")
+    out = tmp_path / "loc.json"
+    assert main(["localise", "--model", str(tiny_model_dir), "--method", "lrp", "--data", str(folder),
+                 "--json", str(out), "--max-images", "5", "--setting", "composite=epsilon-plus-flat"]) == 0
+    res = json.loads(out.read_text())
+    assert res["n"] == 5 and res["settings"] == {"composite": "epsilon-plus-flat"} and len(res["images"]) == 5
+    assert "pointing game" in capsys.readouterr().out
+    assert main(["localise", "--model", str(tiny_model_dir), "--data", str(tmp_path / "none"), "--json",
+                 str(out)]) == 2
