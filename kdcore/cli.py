@@ -100,6 +100,8 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=float, default=None, help=EMA_HELP)
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--init", default=None, help="start from this model folder's weights (fine-tuning)")
+    p.add_argument("--config", default=None,
+                   help="JSON file whose \"train\" entry sets the training config (e.g. a run's config.json)")
 
 
 def drive(events, quiet: bool = False) -> dict:
@@ -132,7 +134,13 @@ def cmd_train_teacher(a: argparse.Namespace) -> int:
     from kdcore.engine.loop import Supervised, TrainConfig, fit, with_overrides
     from kdcore.models import create_model
 
-    cfg = with_overrides(TrainConfig(), epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+    base = TrainConfig()
+    if a.config:
+        try:
+            base = TrainConfig.from_dict(json.loads(Path(a.config).read_text())["train"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise KDCoreError(f"{a.config}: unreadable training config ({e})") from None
+    cfg = with_overrides(base, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                          max_images=a.max_images, mixup=a.mixup, ema=a.ema)
     data = load_train_data(a.data, a.size, a.split)
     if a.init:
@@ -273,20 +281,22 @@ def cmd_distill(a: argparse.Namespace) -> int:
     return 0
 
 
-# --- rank (DisWOT) ----------------------------------------------------------------------------------------------
+# --- rank (training-free proxies) ------------------------------------------------------------------------------
 def _args_rank(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default="teacher", help="teacher model folder (default: the bundled teacher)")
     p.add_argument("--data", required=True, help="folder with one sub-folder per class (its training split is used)")
-    p.add_argument("--candidates", default=None, help="comma-separated timm architectures (default: the registry)")
+    p.add_argument("--candidates", default=None, help="comma-separated architectures (default: the registry)")
     p.add_argument("--max-params", type=float, default=None, help="drop candidates above this many parameters")
     p.add_argument("--max-latency-ms", type=float, default=None, help="drop candidates slower than this (batch 1)")
-    p.add_argument("--variant", choices=["original", "thesis"], default="original",
-                   help="original: Grad-CAM maps, squared L2; thesis: LRP maps, cosine distance")
+    p.add_argument("--proxy", default=None,
+                   help="diswot, diswot_thesis, m_s, m_r, synflow, naswot, gradnorm, snip, zico, params, flops, "
+                        "latency or random (docs/ranking.md). Default: the proxy with the best measured Kendall "
+                        "tau against distilled accuracy; until the proxy validation has run, params (the only "
+                        "proxy with a positive tau, +0.44, in the earlier 13-candidate check, and the cheapest)")
     p.add_argument("--random-teacher", action="store_true", help="score against a randomly initialised teacher")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--batches", type=int, default=1, help="average the score over this many stratified batches")
     p.add_argument("--inits", type=int, default=1, help="average over this many random initialisations")
-    p.add_argument("--seed", type=int, default=0, help="seed of the batches (and of the random teacher)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batch (and of the random teacher)")
     p.add_argument("--split", default=None, help=SPLIT_HELP)
     p.add_argument("--json", default=None, help="write the ranking here")
 
@@ -294,20 +304,21 @@ def _args_rank(p: argparse.ArgumentParser) -> None:
 def cmd_rank(a: argparse.Namespace) -> int:
     from kdcore.models import load_model
     from kdcore.rank.candidates import build_candidate
-    from kdcore.rank.diswot import rank_for_teacher
+    from kdcore.rank.proxies import rank_for_teacher
 
     teacher, info = load_model(a.teacher)
     if a.random_teacher:
         teacher = build_candidate(info.arch, len(info.class_names), info.spec, a.seed)
     names = [n.strip() for n in a.candidates.split(",") if n.strip()] if a.candidates else None
     rows = rank_for_teacher(teacher, info.spec, info.class_names, a.data, names,
-                            int(a.max_params) if a.max_params is not None else None, a.max_latency_ms, a.variant,
-                            a.batch_size, a.batches, a.inits, a.seed, a.split)
-    keys = ("name", "score", "m_s", "m_r", "score_std", "params", "flops", "latency_ms")
+                            int(a.max_params) if a.max_params is not None else None, a.max_latency_ms, a.proxy,
+                            a.batch_size, a.inits, a.seed, a.split)
+    keys = ("name", "proxy", "score", "score_std", "seconds", "params", "flops", "latency_ms")
     out = [{k: r[k] for k in keys} for r in rows]
-    print(f"{'#':>2} {'candidate':<28}{'score':>10}{'m_s':>9}{'m_r':>10}{'±':>8}{'params':>9}{'MFLOPs':>9}{'ms':>7}")
+    print(f"proxy: {out[0]['proxy']}")
+    print(f"{'#':>2} {'candidate':<28}{'score':>12}{'±':>10}{'s':>7}{'params':>9}{'MFLOPs':>9}{'ms':>7}")
     for i, r in enumerate(out, 1):
-        print(f"{i:>2} {r['name']:<28}{r['score']:>10.4f}{r['m_s']:>9.4f}{r['m_r']:>10.2e}{r['score_std']:>8.4f}"
+        print(f"{i:>2} {r['name']:<28}{r['score']:>12.4g}{r['score_std']:>10.3g}{r['seconds']:>7.2f}"
               f"{r['params'] / 1e6:>8.2f}M{r['flops'] / 1e6:>9.0f}{r['latency_ms']:>7.1f}")
     _write_json(a.json, out)
     return 0
@@ -454,6 +465,49 @@ def cmd_localise(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- reproduce --------------------------------------------------------------------------------------------------
+def _args_reproduce(p: argparse.ArgumentParser) -> None:
+    from kdcore.distill.config import REPRODUCE_PRESETS
+
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class")
+    p.add_argument("--out", required=True, help="folder for the runs, models, summary and commands.sh")
+    p.add_argument("--preset", default="cpu", choices=list(REPRODUCE_PRESETS),
+                   help="cpu: <= 2 h on 2 CPU cores (default); gpu: the full recipe, bf16; tiny: seconds, for tests")
+    p.add_argument("--resume", action="store_true", help="skip finished stages, continue a half-finished training")
+    p.add_argument("--rank", action="store_true", help="also rank the preset's student candidates (DisWOT)")
+    p.add_argument("--split", default=None, help=SPLIT_HELP)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from kdcore.reproduce import reproduce
+
+    bar = None
+    for e in reproduce(a.data, a.out, a.preset, a.resume, a.rank, a.split, a.device):
+        say = bar.write if bar is not None else print
+        if e["event"] == "stage" and e["status"] != "start":
+            say(f"{e['stage']}: {e['status']}" + (f" in {e['time_s'] / 60:.1f} min" if "time_s" in e else ""))
+        elif e["event"] == "stage":
+            say(f"{e['stage']} ...")
+            bar = bar or tqdm(total=round(e["total"]), initial=round(e["done"]), unit="img", unit_scale=True,
+                              desc="reproduce", smoothing=0.05)
+        elif e["event"] == "epoch":
+            say(f"{e['stage']} epoch {e['epoch']}: loss {e['train_loss']:.4f} val acc {e['val_accuracy']:.4f}")
+        elif e["event"] == "stopped":
+            say(f"stopped in {e['stage']} (continue with --resume)")
+        if bar is not None:
+            bar.update(round(e["done"]) - bar.n)
+            bar.set_postfix_str(e.get("stage", ""))
+        if e["event"] == "done":
+            if bar is not None:
+                bar.close()
+            print((Path(e["out"]) / "summary.md").read_text())
+            print(f"-> {e['out']} (summary.json, summary.md, commands.sh)")
+    return 0
+
+
 COMMANDS = {
     "dedup": (_args_dedup, cmd_dedup, "find exact and near-duplicate images"),
     "split": (_args_split, cmd_split, "make (or show) the dataset's train/validation split"),
@@ -464,11 +518,12 @@ COMMANDS = {
     "pull": (_args_pull, cmd_pull, "download a model from the Hugging Face Hub (or its cache)"),
     "push": (_args_push, cmd_push, "push a model folder to the Hugging Face Hub with a generated card"),
     "space": (_args_space, cmd_space, "assemble the Gradio Space folder (and push it with --push)"),
-    "rank": (_args_rank, cmd_rank, "rank student architectures for a teacher without training them (DisWOT)"),
+    "rank": (_args_rank, cmd_rank, "rank student architectures for a teacher without training them (proxies)"),
     "calibrate": (_args_calibrate, cmd_calibrate, "fit a model's temperature and OOD check into its folder"),
     "explain": (_args_explain, cmd_explain, "explain a prediction on one image as an LRP or Grad-CAM heatmap"),
     "localise": (_args_localise, cmd_localise, "score where heatmaps point on images with tumour boxes"),
     "predict": (_args_predict, cmd_predict, "predict image files (DICOM and NIfTI too): classes, probabilities"),
+    "reproduce": (_args_reproduce, cmd_reproduce, "train, distil, evaluate and calibrate both models in one run"),
 }
 
 

@@ -606,10 +606,10 @@ def _display_image(grey: np.ndarray, size: int) -> Image.Image:
 
 # --- rank ---------------------------------------------------------------------------------------------------------
 def rank_students(store: ModelStore, teacher: str, data: str, **options) -> list[dict]:
-    """DisWOT ranking for the store's ``teacher`` model on ``data`` (a reference for :func:`resolve_data`):
-    :func:`kdcore.rank.diswot.rank_for_teacher` with its ``options`` (names, max_params, max_latency_ms, variant,
+    """Training-free ranking for the store's ``teacher`` model on ``data`` (a reference for :func:`resolve_data`):
+    :func:`kdcore.rank.proxies.rank_for_teacher` with its ``options`` (names, max_params, max_latency_ms, proxy,
     batch_size, progress, ...), holding the model's lock."""
-    from kdcore.rank.diswot import rank_for_teacher
+    from kdcore.rank.proxies import rank_for_teacher
 
     model, info = store.get(teacher)
     with store.lock(model):
@@ -617,11 +617,21 @@ def rank_students(store: ModelStore, teacher: str, data: str, **options) -> list
 
 
 # --- evaluate -----------------------------------------------------------------------------------------------------
-def evaluate_models(store: ModelStore, names: list[str], data: str) -> list[dict]:
+def evaluate_models(store: ModelStore, names: list[str], data: str,
+                    progress: Callable[[float, str], None] | None = None) -> list[dict]:
     """:func:`kdcore.engine.evaluate.evaluate` of each of the store's ``names`` on ``data`` (a reference for
-    :func:`resolve_data`), each with its ``name``."""
+    :func:`resolve_data`), each with its ``name``; ``progress(fraction, what)`` per model and inference batch."""
     from kdcore.engine.evaluate import evaluate
 
     if not names:
         raise KDCoreError("Pick at least one model.")
-    return [{"name": n, **evaluate(str(store.folder(n)), resolve_data(data))} for n in names]
+    results = []
+    for k, name in enumerate(names):
+        def batch_done(done: int, total: int, k: int = k, name: str = name) -> None:
+            if progress:
+                progress((k + done / max(total, 1)) / len(names), f"{name}: {done}/{total} images")
+
+        if progress:
+            progress(k / len(names), f"{name}: loading, decoding")
+        results.append({"name": name, **evaluate(str(store.folder(name)), resolve_data(data), progress=batch_done)})
+    return results

@@ -1,10 +1,14 @@
-"""Plotly figures of the app: training curves, the DisWOT ranking, benchmark plots (presentation only)."""
+"""Plotly figures of the app: training curves, the student ranking, benchmark plots (presentation only)."""
 
 from __future__ import annotations
+
+import math
 
 import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from kdcore_app.state import display_name
 
 MARGIN = dict(l=10, r=10, t=30, b=10)
 
@@ -31,33 +35,38 @@ def curves_figure(history: list[dict]) -> go.Figure:
 
 
 def rank_figure(rows: list[dict], annotate: int = 3) -> go.Figure:
-    """DisWOT score against parameters, coloured by batch-1 latency (``rows`` of the ranking, best first): every
-    candidate's figures on hover, the ``annotate`` best named on the plot."""
+    """The proxy's score against parameters, coloured by batch-1 latency (``rows`` of the ranking, best first):
+    every candidate's figures on hover, the ``annotate`` best named on the plot; a log score axis when the scores
+    are positive and span more than three decades (SynFlow)."""
+    scores = [r["score"] for r in rows]
+    log = min(scores) > 0 and max(scores) > 1000 * min(scores)
     fig = go.Figure(go.Scatter(
-        x=[r["params"] / 1e6 for r in rows], y=[r["score"] for r in rows], mode="markers",
-        customdata=[[r["name"], r["latency_ms"], r["m_s"], r["m_r"], i] for i, r in enumerate(rows, 1)],
+        x=[r["params"] / 1e6 for r in rows], y=scores, mode="markers",
+        customdata=[[r["name"], r["latency_ms"], i] for i, r in enumerate(rows, 1)],
         marker=dict(size=11, color=[r["latency_ms"] for r in rows], colorscale="Viridis", showscale=True,
                     colorbar=dict(title="latency ms")),
-        hovertemplate=("#%{customdata[4]} %{customdata[0]}<br>%{x:.2f} M params · %{customdata[1]:.2f} ms<br>"
-                       "score %{y:.4g} (M_s %{customdata[2]:.3g}, M_r %{customdata[3]:.3g})<extra></extra>")))
+        hovertemplate=("#%{customdata[2]} %{customdata[0]}<br>%{x:.2f} M params · %{customdata[1]:.2f} ms<br>"
+                       "score %{y:.4g}<extra></extra>")))
     for i, r in enumerate(rows[:annotate], 1):
-        fig.add_annotation(x=r["params"] / 1e6, y=r["score"], text=f"#{i} {r['name']}", showarrow=True,
-                           arrowhead=2, ax=40, ay=-30 * i, bgcolor="rgba(255,255,255,0.8)")
-    fig.update_layout(xaxis_title="parameters (M)", yaxis_title="DisWOT score (higher is better)", height=380,
-                      margin=MARGIN, hovermode="closest")
+        fig.add_annotation(x=r["params"] / 1e6, y=math.log10(r["score"]) if log else r["score"],
+                           text=f"#{i} {r['name']}", showarrow=True, arrowhead=2, ax=40, ay=-30 * i,
+                           bgcolor="rgba(255,255,255,0.8)")
+    proxy = rows[0].get("proxy", "proxy")
+    fig.update_layout(xaxis_title="parameters (M)", yaxis_title=f"{proxy} score (higher is better)", height=380,
+                      margin=MARGIN, hovermode="closest", yaxis_type="log" if log else "linear")
     return fig
 
 
 def benchmark_figures(results: list[dict]) -> tuple[go.Figure, go.Figure, go.Figure]:
     """Per-class F1 bars, confusion matrices side by side, reliability diagram with bin counts (``results`` of the
     evaluations)."""
-    f1 = go.Figure([go.Bar(name=r["name"], x=list(r["per_class"]), y=[m["f1"] for m in r["per_class"].values()])
-                    for r in results])
+    f1 = go.Figure([go.Bar(name=r["name"], x=[display_name(c) for c in r["per_class"]],
+                           y=[m["f1"] for m in r["per_class"].values()]) for r in results])
     f1.update_layout(barmode="group", yaxis=dict(range=[0, 1], title="F1"), height=320, margin=MARGIN,
                      title="per-class F1")
     cm = make_subplots(rows=1, cols=len(results), subplot_titles=[r["name"] for r in results])
     for i, r in enumerate(results, start=1):
-        names = r["class_names"]
+        names = [display_name(c) for c in r["class_names"]]
         cm.add_trace(go.Heatmap(z=r["confusion_matrix"], x=names, y=names, coloraxis="coloraxis",
                                 text=r["confusion_matrix"], texttemplate="%{text}"), row=1, col=i)
         cm.update_yaxes(autorange="reversed", row=1, col=i)

@@ -14,7 +14,7 @@ from kdcore.service import DEMO_DATA, ModelStore, RunRegistry
 #: Uploads the app accepts (and sample files it lists): plain images, DICOM files, NIfTI volumes.
 IMAGE_TYPES = (".jpg", ".jpeg", ".png", ".dcm", ".dicom", ".nii", ".nii.gz")
 #: What the upload's label says it takes.
-FORMATS = "JPEG, PNG, DICOM or NIfTI"
+FORMATS = "JPEG, PNG, DICOM, NIfTI"
 #: Class ids (as the model configs hold them) -> the names the UI shows; ids not listed show as they are.
 DISPLAY_NAMES = {"notumor": "no tumour"}
 

@@ -58,9 +58,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from bench.distill_ablation import CONFIGS, STUDENTS
-from bench.diswot_validate import BENCH_CANDIDATES
 from bench.report import RESULTS
 from kdcore.paths import bundled_model
+from kdcore.rank.candidates import CANDIDATES
 
 REPO = Path(__file__).resolve().parent.parent
 ABLATION_CONFIGS = tuple(CONFIGS)
@@ -207,10 +207,10 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     stage2 += [cell(mobile, c, 0, 3) for c in TUNING]
     stage2 += [cell(mobile, c, s, 3) for s in later for c in by_cost]  # its grid keeps the thesis at weight 1
     stage2 += [cell(r10, "4-thesis@perstep", s, 3) for s in seeds if s <= 2]  # the teacher cache's control
-    diswot = ["-m", "bench.diswot_validate", "--data", str(pack), "--teacher", "teacher", "--runs",
-              str(runs / "diswot"), "--epochs", str(1 if t else 15), "--batch-size", "128", *cap]
-    stage2 += [(f"diswot/{c}/{s}", [*diswot, "--only", f"{c}/{s}"], 4) for s in (0, 1)
-               for c in BENCH_CANDIDATES[: 2 if t else None]]
+    proxies = ["-m", "bench.rank_validate", "--data", str(pack), "--teacher", "teacher", "--runs", str(runs / "rank"),
+               *(["--epochs", "1"] if t else []), *cap]
+    stage2 += [(f"rank/{c}/{s}", [*proxies, "--only", f"{c}/{s}"], 4) for s in (0, 1, 2)
+               for c in list(CANDIDATES)[: 2 if t else None]]
     return stage1, stage2
 
 

@@ -8,7 +8,8 @@ from tests.helpers import REPO
 
 #: kdcore's layers, lowest first: a module may import its own layer and the ones below, never one above.
 LAYERS = {"errors": 0, "paths": 0, "data": 1, "models": 2, "explain": 3, "engine": 4, "distill": 5, "rank": 5,
-          "service": 6, "cli": 7, "__main__": 8}
+          "service": 6, "reproduce": 6, "cli": 7,
+          "__main__": 8}
 UI = ("gradio", "kdcore_app", "bench", "scripts")
 
 

@@ -64,7 +64,7 @@ def random_affine(n: int, cfg: AugmentConfig, gen: torch.Generator, device: torc
     flip = torch.where(u[:, 4] < cfg.flip_p, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
-    return theta.to(device)
+    return theta.to(device, non_blocking=True)  # no wait on the device's queue
 
 
 def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -76,7 +76,7 @@ def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 def photometric(x01: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """Brightness, contrast and gamma jitter of images in [0, 1], ``(B, 1, H, W)``."""
     n = x01.shape[0]
-    u = torch.rand(n, 3, generator=gen).to(x01.device).view(n, 3, 1, 1)
+    u = torch.rand(n, 3, generator=gen).to(x01.device, non_blocking=True).view(n, 3, 1, 1)
     gamma = torch.exp((u[:, 2:3] * 2 - 1) * cfg.gamma)
     x = x01.clamp(0, 1).pow(gamma)
     mean = x.mean(dim=(2, 3), keepdim=True)
@@ -104,6 +104,6 @@ def mix_batch(
     partner.
     """
     lam = float(np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen))).beta(alpha, alpha))
-    perm = torch.randperm(len(x), generator=gen).to(x.device)
+    perm = torch.randperm(len(x), generator=gen).to(x.device, non_blocking=True)
     onehot = F.one_hot(y, num_classes).to(x.dtype)
     return lam * x + (1 - lam) * x[perm], lam * onehot + (1 - lam) * onehot[perm]

@@ -1,5 +1,6 @@
 """A distillation run's configuration and every default of it: :class:`DistillConfig`, :class:`RunConfig`,
-:data:`PRESETS`, and the ways to build one (:func:`make_config`, :func:`config_from_options`, :func:`parse_loss`).
+:data:`PRESETS`, :data:`REPRODUCE_PRESETS`, and the ways to build one (:func:`make_config`,
+:func:`config_from_options`, :func:`parse_loss`).
 
 Config precedence: defaults < preset (:data:`PRESETS`) < config file < explicit overrides. A run folder's
 ``config.json`` is itself a valid config file, so any run can be repeated with ``--config RUN_DIR/config.json``.
@@ -28,6 +29,47 @@ PRESETS: dict[str, dict] = {
         "train": {"epochs": 10, "batch_size": 64, "lr": 4e-3, "max_images": 3072, "warmup_epochs": 0.5,
                   "augment": {"enabled": False}},
         "distill": {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 4.0},
+    },
+}
+
+#: The full recipe of the shipped models (teacher: ``train-teacher --arch resnet18 --epochs 120 --batch-size 128
+#: --lr 4e-3 --seed 1``; student: ``distill --student resnet10t_w20 --loss ce=1,kd=1 --no-teacher-cache --epochs 120
+#: --batch-size 64 --lr 3e-3 --seed 1``), both at 128 px with the default MRI augmentation and label smoothing 0.1.
+_FULL_TEACHER = {"epochs": 120, "batch_size": 128, "lr": 4e-3, "seed": 1}
+_FULL_STUDENT = {"epochs": 120, "batch_size": 64, "lr": 3e-3, "seed": 1}
+_DEVICE = {"amp": "bf16", "compile": True, "log_every": 50}
+_KD = {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 4.0}
+
+#: Presets of ``kdcore reproduce`` (:mod:`kdcore.reproduce`): the teacher's arch, size and ``train`` fields, the
+#: student as a :class:`RunConfig` dict (its teacher is the reproduced one) and the candidates ``--rank`` scores.
+#: ``gpu``: the full recipe under bf16 autocast and ``torch.compile``, host syncs every 50 steps. ``cpu``: sized for
+#: <= 2 h on 2 CPU cores (docs/reproduce.md: an estimate from timed steps): 24 one-cycle epochs of the teacher (30%
+#: warm-up, then cosine), 40 of the student with the cached teacher logits (no teacher pass per step).
+#: ``tiny``: seconds, for tests (timm's ``test_resnet`` at 32 px).
+REPRODUCE_PRESETS: dict[str, dict] = {
+    "gpu": {
+        "teacher": {"arch": "resnet18", "size": 128, "train": _FULL_TEACHER | _DEVICE},
+        "student": {"student": "resnet10t_w20", "size": 128, "train": _FULL_STUDENT | _DEVICE,
+                    "distill": _KD | {"teacher_cache": False}},
+        "rank": {"candidates": ["resnet10t_w20", "mobilenetv2_035", "mobilenetv2_050", "mnasnet_050",
+                                "efficientnet_lite0", "resnet10t"], "batch_size": 64},
+    },
+    "cpu": {
+        "teacher": {"arch": "resnet18", "size": 128,
+                    "train": {"epochs": 24, "batch_size": 128, "lr": 4e-3, "seed": 1, "warmup_epochs": 7.2}},
+        "student": {"student": "resnet10t_w20", "size": 128,
+                    "train": {"epochs": 40, "batch_size": 64, "lr": 3e-3, "seed": 1, "warmup_epochs": 4.0},
+                    "distill": _KD | {"teacher_cache": True}},
+        "rank": {"candidates": ["resnet10t_w20", "mobilenetv2_035", "mobilenetv2_050", "mnasnet_050"],
+                 "batch_size": 64},
+    },
+    "tiny": {
+        "teacher": {"arch": "test_resnet", "size": 32,
+                    "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "warmup_epochs": 0.5, "log_every": 2}},
+        "student": {"student": "test_resnet", "size": 32,
+                    "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "warmup_epochs": 0.5, "log_every": 2},
+                    "distill": _KD | {"teacher_cache": True}},
+        "rank": {"candidates": ["test_resnet"], "batch_size": 8},
     },
 }
 

@@ -88,7 +88,7 @@ class Distiller(Objective):
             with torch.no_grad():
                 out["features"] = self.teacher.forward_features(xt)
                 out["logits"] = self.teacher.forward_head(out["features"])
-        rows = index.cpu() if index is not None else None
+        rows = index.cpu() if self.cache is not None else None  # the cache is host memory
         if "logits" in needs and "logits" not in out:
             out["logits"] = self.cache.logits[rows].to(x.device)
         if "map" in needs:

@@ -5,6 +5,8 @@ Decoding is exactly training's (:func:`kdcore.data.imageio.decode_to_uint8` thro
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from kdcore.data.dataset import decode_cached, load_records
@@ -17,10 +19,12 @@ from kdcore.models.predict import predict_logits
 from kdcore.models.profile import model_cost
 
 
-def evaluate(model_ref: str, data: str, latency_repeats: int = 30, split: str | None = None, side: str = "val") -> dict:
+def evaluate(model_ref: str, data: str, latency_repeats: int = 30, split: str | None = None, side: str = "val",
+             progress: Callable[[int, int], None] | None = None) -> dict:
     """Metrics of ``model_ref`` (folder, ``teacher``, ``student``) on ``data`` (one folder per class).
 
     With ``split`` (a split file), only that ``side`` ("val" or "train") of the split is evaluated.
+    ``progress(done, total)`` is called after each inference batch (images done of all).
 
     Probabilities are the model's calibrated ones (its fitted temperature, 1 when it has none): ``ece``, ``nll``
     and ``reliability`` describe them, ``uncalibrated`` holds the same three at temperature 1.
@@ -41,7 +45,7 @@ def evaluate(model_ref: str, data: str, latency_repeats: int = 30, split: str | 
         raise KDCoreError(f"{data}: no readable images")
     remap = torch.tensor([info.class_names.index(c) for c in records.class_names])
     labels = remap[torch.from_numpy(decoded.records.labels)].numpy()
-    logits = predict_logits(model, torch.from_numpy(decoded.pixels), info.spec)
+    logits = predict_logits(model, torch.from_numpy(decoded.pixels), info.spec, progress=progress)
     report = classification_report(labels, calibrated_probs(logits, info).numpy(), info.class_names)
     raw = reliability(labels, logits.softmax(1).numpy())
     y = torch.from_numpy(labels)

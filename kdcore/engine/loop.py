@@ -7,6 +7,10 @@ from the last whole epoch, bit for bit: every epoch's shuffling and augmentation
 ``seed`` and the epoch number), a line of ``metrics.jsonl``, and the best model as a model folder ``best/``.
 With ``ema`` > 0 the student's exponential moving average (timm's ``ModelEmaV3``, updated every step) is what is
 validated and exported.
+The device path: ``amp="bf16"`` runs the forward pass under bfloat16 autocast, ``compile`` wraps the objective in
+``torch.compile``; the per-step sums stay on the device and reach the host at an epoch's first step and every
+``log_every`` steps (a ``step`` event between two syncs repeats the last synced loss and accuracy), so the
+progress display does not make the host wait for the GPU at every step.
 Under ``torchrun`` it runs data-parallel (:mod:`kdcore.engine.dist`): each rank takes its slice of the same global
 batch, so the curve matches one process with that batch.
 
@@ -39,6 +43,9 @@ from kdcore.errors import KDCoreError
 from kdcore.models import ModelInfo, save_model
 from kdcore.models.predict import predict_logits
 
+#: ``TrainConfig.amp`` -> autocast dtype
+AMP_DTYPES: dict[str | None, torch.dtype | None] = {None: None, "bf16": torch.bfloat16}
+
 
 @dataclass
 class TrainConfig:
@@ -57,6 +64,15 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mean: float = InputSpec.mean  # the input normalisation of the trained model
     std: float = InputSpec.std
+    amp: str | None = None  # "bf16": the forward pass under bfloat16 autocast; None = float32
+    compile: bool = False  # torch.compile the objective (minutes of compiling on a CPU)
+    log_every: int = 1  # host sync of the step's loss and accuracy every N steps (1: every step)
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_DTYPES:
+            raise KDCoreError(f"amp must be one of {', '.join(map(str, AMP_DTYPES))}, not {self.amp!r}")
+        if self.log_every < 1:
+            raise KDCoreError(f"log_every must be >= 1, not {self.log_every}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,6 +203,8 @@ def _setup(objective: Objective, data: TrainData, cfg: TrainConfig, run_dir: Pat
         (run_dir / "config.json").write_text(json.dumps(run_config, indent=1))
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in run.history))
     run.model = env.wrap(objective)
+    if cfg.compile:
+        run.model = torch.compile(run.model)
     return run
 
 
@@ -194,7 +212,8 @@ def _resume(run: _Run) -> None:
     """Load the last checkpoint of ``run.run_dir`` (same training config) into the objective, EMA and optimizer."""
     config_file = run.run_dir / "config.json"
     saved = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    if saved.get("train") != json.loads(json.dumps(run.cfg.to_dict())):
+    saved_cfg = TrainConfig.from_dict(saved["train"]).to_dict() if "train" in saved else None
+    if json.loads(json.dumps(saved_cfg)) != json.loads(json.dumps(run.cfg.to_dict())):
         raise KDCoreError(f"{run.run_dir}: --resume with a different training config than the saved one")
     state, meta = load_checkpoint(run.run_dir, run.opt)
     missing = run.objective.load_state_dict(state, strict=False).missing_keys
@@ -207,11 +226,11 @@ def _resume(run: _Run) -> None:
 
 def _train_step(
     run: _Run, gidx: torch.Tensor, gen: torch.Generator, lr: float
-) -> tuple[torch.Tensor, list[str], int, int]:
+) -> tuple[torch.Tensor, list[str], torch.Tensor, int]:
     """One optimizer step at learning rate ``lr`` on this rank's share of the global batch ``gidx`` ``(B,)``.
 
-    Returns ``[loss, *terms]`` averaged over the ranks ``(1 + T,)``, the term names, and this rank's count of
-    correct predictions and of images.
+    Returns ``[loss, *terms]`` averaged over the ranks ``(1 + T,)``, the term names, this rank's count of correct
+    predictions (a 0-d tensor on the device: no host sync) and of images.
     """
     cfg, env = run.cfg, run.env
     x, theta = augment_batch(run.train.pixels[gidx], run.spec, cfg.augment, gen)
@@ -223,7 +242,9 @@ def _train_step(
     theta = theta[sl] if theta is not None else None
     for g in run.opt.param_groups:
         g["lr"] = lr
-    logits, terms = run.model(x, target, theta, idx)
+    amp = AMP_DTYPES[cfg.amp]
+    with torch.autocast(env.device.type, dtype=amp, enabled=amp is not None):
+        logits, terms = run.model(x, target, theta, idx)
     loss = sum(terms.values())
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -231,7 +252,7 @@ def _train_step(
     if run.ema is not None:
         run.ema.update(run.objective.student)
     vals = env.mean(torch.stack([loss.detach()] + [t.detach() for t in terms.values()]))
-    return vals, list(terms), int((logits.argmax(1) == y).sum()), len(y)
+    return vals, list(terms), (logits.argmax(1) == y).sum(), len(y)
 
 
 def _train_epoch(run: _Run, epoch: int, stop: threading.Event | None) -> Generator[dict, None, _EpochStats | None]:
@@ -243,22 +264,28 @@ def _train_epoch(run: _Run, epoch: int, stop: threading.Event | None) -> Generat
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
     torch.manual_seed(cfg.seed * 104_729 + epoch)
     stats = _EpochStats()
+    sums, correct = None, torch.zeros((), dtype=torch.long, device=run.env.device)  # on the device until a sync
+    shown: dict = {}
     t0 = time.perf_counter()
     for step in range(steps):
         if stop is not None and stop.is_set():
             yield {"event": "stopped", "epoch": epoch, "step": step}
             return None
         gidx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        vals, names, correct, seen = _train_step(run, gidx, gen, lr_at(epoch * steps + step, total, warmup, cfg.lr))
-        for name, v in zip(["loss", *names], vals.tolist()):
-            stats.sums[name] = stats.sums.get(name, 0.0) + v
-        stats.correct, stats.seen, stats.images = stats.correct + correct, stats.seen + seen, stats.images + len(gidx)
+        vals, names, ok, seen = _train_step(run, gidx, gen, lr_at(epoch * steps + step, total, warmup, cfg.lr))
+        sums = vals.double() if sums is None else sums + vals.double()
+        correct += ok
+        stats.seen, stats.images = stats.seen + seen, stats.images + len(gidx)
+        if step == 0 or (step + 1) % cfg.log_every == 0 or step + 1 == steps:  # the host sync
+            host = vals.tolist()
+            shown = {"loss": host[0], "terms": dict(zip(names, host[1:])),
+                     "train_accuracy": int(correct) / stats.seen}
         ips = (step + 1) * len(gidx) / (time.perf_counter() - t0)
         remaining = (cfg.epochs - epoch) * steps - step - 1
-        yield {"event": "step", "epoch": epoch, "step": step + 1, "steps": steps,
-               "loss": vals[0].item(), "terms": dict(zip(names, vals[1:].tolist())),
-               "train_accuracy": stats.correct / stats.seen, "images_per_s": ips,
+        yield {"event": "step", "epoch": epoch, "step": step + 1, "steps": steps, **shown, "images_per_s": ips,
                "eta_s": remaining * len(gidx) / max(ips, 1e-9)}
+    stats.sums = dict(zip(["loss", *names], sums.tolist()))
+    stats.correct = int(correct)
     stats.time_s = time.perf_counter() - t0
     return stats
 

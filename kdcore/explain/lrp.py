@@ -9,7 +9,7 @@ Every composite (:data:`COMPOSITES`) uses the timm canonizers and these rules:
 * activations (ReLU, ReLU6, Hardswish, SiLU) and merged BatchNorm: **pass**; residual sums and average pooling:
   **norm** (split in proportion to the summands); max pooling: winner takes all (its gradient).
 
-``epsilon-plus-flat`` is zennit's ``EpsilonPlusFlat`` as is. ``epsilon-plus-flat-destrided`` (the default) reads
+``epsilon-plus-flat`` (the default) is zennit's ``EpsilonPlusFlat`` as is. ``epsilon-plus-flat-destrided`` reads
 every **strided** convolution (z+ and the first layer's flat rule) as the same convolution at stride 1 whose
 outputs are summed over each ``stride x stride`` cell (:func:`destrided_relevance`). A strided layer reads its
 input unevenly (a 1x1 stride-2 shortcut reads one pixel in four, a 3x3 stride-2 convolution reads odd rows twice
@@ -132,8 +132,8 @@ def epsilon_plus_flat_destrided() -> Composite:
 
 #: LRP composites by name: ``name -> () -> zennit Composite`` (a fresh one per call); the first is the default.
 COMPOSITES: dict[str, Callable[[], Composite]] = {
-    "epsilon-plus-flat-destrided": epsilon_plus_flat_destrided,
     "epsilon-plus-flat": epsilon_plus_flat,
+    "epsilon-plus-flat-destrided": epsilon_plus_flat_destrided,
 }
 DEFAULT_COMPOSITE = next(iter(COMPOSITES))
 

@@ -34,10 +34,10 @@ def upload_frame(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _colour_bar(canvas: Image.Image, cmap_name: str, low: float, high: float) -> None:
-    """The colour scale inside the right edge: a ramp (``high`` on top) with its end values in type about 1/14 of
-    the image's height (11 px and more when the overlay is shown at 160 px and wider), dark-outlined."""
+    """The colour scale inside the right edge: a ramp (``high`` on top) with its end values in type 1/11 of the
+    image's width (11 px and more wherever the overlay is shown 125 px wide or wider), dark-outlined."""
     w, h = canvas.size
-    font = ImageFont.load_default(size=max(10, round(h / 14)))
+    font = ImageFont.load_default(size=max(10, round(w / 11)))
     text_h = font.size + 2
     bar_w, bar_h = max(6, w // 28), max(20, h - 2 * (text_h + max(4, h // 40)))
     x0, y0 = w - bar_w - max(4, w // 50), (h - bar_h) // 2

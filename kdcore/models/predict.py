@@ -4,7 +4,7 @@ for image files (what ``kdcore predict`` writes), with each file's decoding note
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,12 +19,18 @@ from kdcore.models.folder import ModelInfo
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, pixels: torch.Tensor, spec: InputSpec, batch: int = 256) -> torch.Tensor:
-    """Logits ``(N, K)`` of an eval-mode model on uint8 ``(N, S, S)`` (float32, on the model's device)."""
+def predict_logits(model: nn.Module, pixels: torch.Tensor, spec: InputSpec, batch: int = 256,
+                   progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Logits ``(N, K)`` of an eval-mode model on uint8 ``(N, S, S)`` (float32, on the model's device);
+    ``progress(done, N)`` after each batch."""
     dev = next(model.parameters()).device
     was = model.training
     model.eval()
-    out = [model(to_input(pixels[i : i + batch].to(dev), spec)).float() for i in range(0, len(pixels), batch)]
+    out = []
+    for i in range(0, len(pixels), batch):
+        out.append(model(to_input(pixels[i : i + batch].to(dev), spec)).float())
+        if progress:
+            progress(min(i + batch, len(pixels)), len(pixels))
     model.train(was)
     return torch.cat(out) if out else torch.zeros(0)
 

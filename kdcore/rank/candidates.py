@@ -1,7 +1,9 @@
 """The student search space: lightweight timm architectures that run well on a CPU, with their cost here.
 
-:data:`CANDIDATES` is a literal registry (timm architecture name -> family) of greyscale, CPU-friendly CNNs from
-about 0.4M to 5M parameters as 1-channel, 4-class models. :func:`candidate_table` measures each one's
+:data:`CANDIDATES` is a literal registry (architecture name -> family) of greyscale, CPU-friendly CNNs from
+0.08M to 5M parameters as 1-channel, 4-class models: residual (ResNet10t at widths 8-64), depthwise-mobile
+(MobileNetV2/V3/V4, MnasNet, EfficientNet, LCNet, GhostNet) and grouped (RegNetX); the ResNet10t widths are
+:data:`kdcore.models.factory.VARIANTS`. :func:`candidate_table` measures each one's
 parameters, FLOPs and batch-1 CPU latency and drops those over the given limits, before anything is scored.
 """
 
@@ -17,17 +19,23 @@ from kdcore.errors import KDCoreError
 from kdcore.models import count_params, create_model
 from kdcore.models.profile import model_cost
 
-#: timm architecture -> family, in order of parameter count (as a 1-channel, 4-class model).
+#: architecture (timm or a width variant) -> family, in order of parameter count (as a 1-channel, 4-class model).
 CANDIDATES: dict[str, str] = {
+    "resnet10t_w8": "ResNet",  # 0.08M
+    "resnet10t_w12": "ResNet",  # 0.18M
+    "resnet10t_w16": "ResNet",  # 0.32M
     "lcnet_035": "LCNet",  # 0.37M
     "mobilenetv2_035": "MobileNetV2",  # 0.40M
+    "resnet10t_w20": "ResNet",  # 0.49M
     "mobilenetv3_small_050": "MobileNetV3-Small",  # 0.57M
     "lcnet_050": "LCNet",  # 0.60M
     "mobilenetv2_050": "MobileNetV2",  # 0.69M
+    "resnet10t_w24": "ResNet",  # 0.70M
     "mnasnet_050": "MnasNet",  # 0.94M
     "mobilenetv4_conv_small_050": "MobileNetV4",  # 0.96M
     "mobilenetv3_small_075": "MobileNetV3-Small",  # 1.02M
     "lcnet_075": "LCNet",  # 1.08M
+    "resnet10t_w32": "ResNet",  # 1.23M
     "ghostnet_050": "GhostNet",  # 1.31M
     "mobilenetv3_small_100": "MobileNetV3-Small",  # 1.52M
     "lcnet_100": "LCNet",  # 1.68M
@@ -35,6 +43,7 @@ CANDIDATES: dict[str, str] = {
     "regnetx_002": "RegNetX",  # 2.32M
     "mobilenetv4_conv_small": "MobileNetV4",  # 2.50M
     "mobilenetv3_large_075": "MobileNetV3-Large",  # 2.72M
+    "resnet10t_w48": "ResNet",  # 2.76M
     "mnasnet_100": "MnasNet",  # 3.11M
     "efficientnet_lite0": "EfficientNet-Lite",  # 3.38M
     "ghostnet_100": "GhostNet",  # 3.91M

@@ -1,4 +1,4 @@
-"""DisWOT: rank student architectures for a teacher without training them (Dong, Li, Wei, CVPR 2023).
+"""DisWOT terms (Dong, Li, Wei, CVPR 2023): how a randomly initialised student matches the teacher, for the proxies.
 
 For one mini-batch ``x`` of ``N`` images and ``K`` classes, teacher ``T`` and a randomly initialised student ``S``:
 
@@ -18,22 +18,15 @@ The teacher's matrices are computed once per ranking (:func:`model_terms`) and c
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcore.data.augment import to_input
-from kdcore.data.imageio import InputSpec
-from kdcore.data.pack import load_train_data
 from kdcore.errors import KDCoreError
 from kdcore.explain import evaluating
 from kdcore.explain.class_maps import class_maps, class_similarity, relation_matrix
-from kdcore.models import count_params
-from kdcore.rank.candidates import build_candidate, candidate_table
 
 DISTANCES = ("l2", "cosine")
 
@@ -114,83 +107,3 @@ def stratified_batches(
         position = torch.cat([torch.arange(len(p)) * len(parts) + c for c, p in enumerate(parts)])
         out.append(torch.cat(parts)[position.argsort()])
     return out
-
-
-def sample_inputs(pixels: torch.Tensor, labels: torch.Tensor, spec: InputSpec, batch_size: int = 64,
-                  batches: int = 1, seed: int = 0) -> list[torch.Tensor]:
-    """Stratified, seeded model inputs ``[(batch_size, C, S, S)]`` from uint8 ``(N, S, S)`` images."""
-    return [to_input(pixels[idx], spec) for idx in stratified_batches(labels, batch_size, batches, seed)]
-
-
-def rank(
-    teacher: nn.Module,
-    names: list[str],
-    batches: list[torch.Tensor],
-    spec: InputSpec,
-    variant: ScoreVariant = SCORES["original"],
-    seeds: tuple[int, ...] = (0,),
-    map_size: int = 16,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> list[dict]:
-    """Score each candidate architecture ``names`` against ``teacher``; best first.
-
-    ``batches`` are model inputs ``[(N, C, H, W)]`` at ``spec``. Each candidate is built at timm's random
-    initialisation from each seed in ``seeds``; its ``score`` is the mean over seeds and batches, ``score_std`` the
-    spread over both. The teacher's matrices are computed once. ``progress("score", done, total)`` is called
-    after each candidate.
-    """
-    num_classes = teacher.num_classes
-    reference = model_terms(teacher, batches, variant, map_size)
-    rows = []
-    for name in names:
-        t0 = time.perf_counter()
-        per_seed = []
-        for seed in seeds:
-            student = build_candidate(name, num_classes, spec, seed)
-            per_seed.append(compare(reference, model_terms(student, batches, variant, map_size), variant.distance))
-        scores = torch.tensor([s for r in per_seed for s in r["scores"]])
-        rows.append({
-            "name": name,
-            "score": scores.mean().item(),
-            "m_s": sum(r["m_s"] for r in per_seed) / len(per_seed),
-            "m_r": sum(r["m_r"] for r in per_seed) / len(per_seed),
-            "score_std": scores.std().item() if len(scores) > 1 else 0.0,
-            "params": count_params(student),
-            "seconds": round(time.perf_counter() - t0, 3),
-        })
-        if progress is not None:
-            progress("score", len(rows), len(names))
-    return sorted(rows, key=lambda r: -r["score"])
-
-
-def rank_for_teacher(
-    teacher: nn.Module,
-    spec: InputSpec,
-    class_names: list[str],
-    data: str,
-    names: list[str] | None = None,
-    max_params: int | None = None,
-    max_latency_ms: float | None = None,
-    variant: str = "original",
-    batch_size: int = 64,
-    batches: int = 1,
-    inits: int = 1,
-    seed: int = 0,
-    split: str | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> list[dict]:
-    """The whole ranking the CLI and the app run: candidate table (limits applied first), stratified batches from
-    the training side of ``data``'s split, scores. Rows best first:
-    ``{name, family, score, m_s, m_r, score_std, params, flops, latency_ms}``. ``progress(stage, done, total)``
-    reports each candidate measured (``"measure"``) and scored (``"score"``).
-    """
-    if variant not in SCORES:
-        raise KDCoreError(f"unknown DisWOT variant {variant!r}: choose from {', '.join(SCORES)}")
-    train = load_train_data(data, spec.size, split)
-    if list(train.class_names) != list(class_names):
-        raise KDCoreError(f"{data}: classes {train.class_names} differ from the teacher's {class_names}")
-    table = {r["name"]: r for r in candidate_table(spec, names, max_params, max_latency_ms, len(class_names),
-                                                      progress=progress)}
-    inputs = sample_inputs(train.train.pixels, train.train.labels, spec, batch_size, batches, seed)
-    rows = rank(teacher, list(table), inputs, spec, SCORES[variant], seeds=tuple(range(inits)), progress=progress)
-    return [table[r["name"]] | {k: r[k] for k in ("score", "m_s", "m_r", "score_std")} for r in rows]

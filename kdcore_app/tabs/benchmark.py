@@ -10,38 +10,53 @@ import pandas as pd
 from kdcore.service import evaluate_models
 from kdcore_app.errors import user_errors
 from kdcore_app.figures import benchmark_figures
-from kdcore_app.state import AppState
+from kdcore_app.state import AppState, display_name
 
 
 class BenchmarkTab(NamedTuple):
     models: gr.CheckboxGroup
 
 
-def results_table(results: list[dict]) -> pd.DataFrame:
-    """One row per evaluated model: accuracy, macro-F1, per-class F1, size, cost, latency, calibration (the fitted
-    temperature, ECE of the calibrated probabilities and at temperature 1)."""
+#: The columns shown by default (the page's width); the rest appear with "all columns".
+COMPACT = ["model", "accuracy", "macro-F1", "M params", "latency ms", "ECE"]
+
+
+def results_table(results: list[dict], all_columns: bool = False) -> pd.DataFrame:
+    """One row per evaluated model: accuracy, macro-F1, size, latency, calibration (ECE); with ``all_columns`` also
+    the architecture, images, per-class F1, cost, the fitted temperature and the ECE at temperature 1."""
     rows = [[r["name"], r["arch"], r["num_images"], round(r["accuracy"], 4), round(r["macro_f1"], 4),
-             *[round(m["f1"], 4) for m in r["per_class"].values()], r["params"], round(r["flops"] / 1e6, 1),
-             round(r["latency_ms_batch1"], 2), round(r["temperature"], 3), round(r["ece"], 4),
-             round(r["uncalibrated"]["ece"], 4)] for r in results]
-    headers = ["model", "arch", "images", "accuracy", "macro-F1", *[f"F1 {c}" for c in results[0]["per_class"]],
-               "params", "MFLOPs", "latency ms", "temperature", "ECE", "ECE at T=1"]
-    return pd.DataFrame(rows, columns=headers)
+             *[round(m["f1"], 4) for m in r["per_class"].values()], round(r["params"] / 1e6, 2),
+             round(r["flops"] / 1e6, 1), round(r["latency_ms_batch1"], 2), round(r["temperature"], 3),
+             round(r["ece"], 4), round(r["uncalibrated"]["ece"], 4)] for r in results]
+    headers = ["model", "arch", "images", "accuracy", "macro-F1",
+               *[f"F1 {display_name(c)}" for c in results[0]["per_class"]], "M params", "MFLOPs", "latency ms",
+               "temperature", "ECE", "ECE at T=1"]
+    table = pd.DataFrame(rows, columns=headers)
+    return table if all_columns else table[COMPACT]
 
 
 def build(state: AppState) -> BenchmarkTab:
-    """Models and data folder in; the results table and three plots out."""
+    """Models and data folder in; the results table (compact, or every column) and three plots out."""
 
     @user_errors
-    def on_benchmark(names: list[str], data: str):
-        results = evaluate_models(state.store, names, data)
-        return results_table(results), *benchmark_figures(results)
+    def on_benchmark(names: list[str], data: str, all_columns: bool,
+                     progress: gr.Progress = gr.Progress()):  # noqa: B008 (how Gradio asks)
+        results = evaluate_models(state.store, names, data, lambda f, what: progress(f, desc=what))
+        return results_table(results, all_columns), *benchmark_figures(results), results
+
+    def on_columns(results: list[dict] | None, all_columns: bool):
+        return results_table(results, all_columns) if results else gr.Dataframe()
 
     with gr.Tab("Benchmark", id="benchmark"):
         with gr.Row():
             models = gr.CheckboxGroup(state.models(), value=["teacher", "student"], label="models")
             data = gr.Textbox(state.data_dir, label="labelled data folder (one sub-folder per class)")
-        run = gr.Button("Benchmark", variant="primary")
-        outputs = [gr.Dataframe(label="results", interactive=False), gr.Plot(), gr.Plot(), gr.Plot()]
-    run.click(on_benchmark, [models, data], outputs, api_name="benchmark")
+        run = gr.Button("Benchmark", variant="primary", elem_id="benchmark-run")
+        all_columns = gr.Checkbox(False, label="all columns (architecture, per-class F1, FLOPs, temperature)",
+                                  elem_id="benchmark-all-columns")
+        table = gr.Dataframe(label="results", interactive=False, wrap=True, elem_id="benchmark-table")
+        plots = [gr.Plot(), gr.Plot(), gr.Plot()]
+        last = gr.State()
+    run.click(on_benchmark, [models, data, all_columns], [table, *plots, last], api_name="benchmark")
+    all_columns.change(on_columns, [last, all_columns], table, api_name=False)
     return BenchmarkTab(models)

@@ -1,4 +1,4 @@
-"""The Rank tab: training-free DisWOT ranking of candidate student architectures against a teacher."""
+"""The Rank tab: training-free ranking of candidate student architectures for a teacher, by a chosen proxy."""
 
 from __future__ import annotations
 
@@ -8,21 +8,19 @@ from typing import NamedTuple
 import gradio as gr
 import pandas as pd
 
-from kdcore.explain import METHODS
-from kdcore.rank.diswot import SCORES
+from kdcore.rank.proxies import BAR_P, BAR_TAU, PROXIES, VALIDATION, default_proxy
 from kdcore.service import data_note, rank_students
 from kdcore_app.errors import user_errors
 from kdcore_app.figures import rank_figure
 from kdcore_app.state import AppState
 
-ABOUT = ("DisWOT (training-free): how well each candidate architecture, at random initialisation, matches the "
-         "teacher's class-similarity (Grad-CAM or LRP maps) and sample-relation matrices on one stratified batch. "
-         "Higher is better; it is a guide to what to distill, not a prediction of the distilled accuracy.")
-COLUMNS = ("**score** = -(M_s + M_r), higher is better. **M_s** (semantic mismatch): how differently the candidate "
-           "and the teacher relate the classes to each other through their class maps; **M_r** (relation "
-           "mismatch): how differently they relate the images of the batch to each other through their "
-           "features. Lower M_s and M_r mean closer to the teacher. **latency ms**: median of 30 warm batch-1 "
-           "forward passes on this server's CPU (measured once per candidate and kept); **MFLOPs** per image.")
+ABOUT = ("Training-free ranking: each candidate architecture, at random initialisation, is scored by a proxy on "
+         "one stratified batch (higher is better), without distilling it. Pick the proxy below; the limits drop "
+         "candidates before anything is scored.")
+COLUMNS = ("**score**: the proxy's value, higher is predicted better; **±**: its spread over random "
+           "initialisations (0 for one); **latency ms**: median of 30 warm batch-1 forward passes on this "
+           "server's CPU (measured once per candidate and kept); **MFLOPs** per image; **s**: seconds to score "
+           "the candidate.")
 STAGES = {"measure": "measuring parameters, FLOPs and latency", "score": "scoring against the teacher"}
 
 
@@ -35,17 +33,31 @@ class RankTab(NamedTuple):
 
 def ranking_table(rows: list[dict]) -> pd.DataFrame:
     """The ranking (best first) as the table shown."""
-    return pd.DataFrame([{"rank": i, "candidate": r["name"], "family": r["family"], "score": round(r["score"], 5),
-                          "M_s": round(r["m_s"], 5), "M_r": float(f"{r['m_r']:.3g}"),
-                          "params (M)": round(r["params"] / 1e6, 3), "MFLOPs": round(r["flops"] / 1e6, 1),
-                          "latency ms": r["latency_ms"]} for i, r in enumerate(rows, 1)])
+    return pd.DataFrame([{"rank": i, "candidate": r["name"], "family": r["family"], "score": float(f"{r['score']:.5g}"),
+                          "±": float(f"{r['score_std']:.3g}"), "params (M)": round(r["params"] / 1e6, 3),
+                          "MFLOPs": round(r["flops"] / 1e6, 1), "latency ms": r["latency_ms"],
+                          "s": r["seconds"]} for i, r in enumerate(rows, 1)])
+
+
+def proxy_note(proxy: str) -> str:
+    """Which proxy ranks and what is known of it: its measured Kendall tau with the interval, or a warning."""
+    what = f"**Proxy in use: {proxy}** ({PROXIES[proxy].summary})."
+    if proxy in VALIDATION:
+        v = VALIDATION[proxy]
+        shown = v["tau"] >= BAR_TAU and v["p"] < BAR_P
+        return (f"{what} Measured Kendall tau against distilled accuracy: {v['tau']:+.2f} (95% interval "
+                f"{v['low']:+.2f} to {v['high']:+.2f}, p = {v['p']:.3f}, {v['n']:.0f} candidates)"
+                + ("." if shown else f": below the bar (tau >= {BAR_TAU} with p < {BAR_P}); a guide only."))
+    return (f"{what} ⚠ No proxy has shown predictive value on this task yet (the bar: Kendall tau >= {BAR_TAU} "
+            f"against distilled accuracy with p < {BAR_P}); this proxy has no validation result. The recommendation "
+            "is a guide only: distil the top few candidates before choosing.")
 
 
 def build(state: AppState) -> RankTab:
-    """Teacher, limits, variant and candidates in; the ranking table, its plot and a candidate to distill out."""
+    """Teacher, limits, proxy and candidates in; the ranking table, its plot and a candidate to distill out."""
 
     @user_errors
-    def on_rank(teacher: str, data: str, max_params_m: float | None, max_latency: float | None, variant: str,
+    def on_rank(teacher: str, data: str, max_params_m: float | None, max_latency: float | None, proxy: str,
                 names: str, batch_size: int, progress: gr.Progress = gr.Progress()):  # noqa: B008 (how Gradio asks)
         started: dict[str, float] = {}
 
@@ -58,12 +70,12 @@ def build(state: AppState) -> RankTab:
         rows = rank_students(state.store, teacher, data,
                              names=[n.strip() for n in names.split(",") if n.strip()] or None,
                              max_params=int(max_params_m * 1e6) if max_params_m else None,
-                             max_latency_ms=max_latency or None, variant=variant, batch_size=int(batch_size),
+                             max_latency_ms=max_latency or None, proxy=proxy, batch_size=int(batch_size),
                              progress=report)
         ranked = [r["name"] for r in rows]
         return ranking_table(rows), rank_figure(rows), gr.Dropdown(choices=ranked, value=ranked[0])
 
-    variants = "; ".join(f"{name}: {METHODS[v.maps].title} + {v.distance}" for name, v in SCORES.items())
+    default = default_proxy()
     with gr.Tab("Rank students", id="rank"):
         gr.Markdown(ABOUT)
         with gr.Row():
@@ -72,7 +84,8 @@ def build(state: AppState) -> RankTab:
                                    info="empty or 0: no limit", elem_id="rank-max-params")
             max_latency = gr.Number(None, label="max latency (ms, batch 1)", minimum=0, placeholder="no limit",
                                     info="empty or 0: no limit")
-            variant = gr.Radio(list(SCORES), value=next(iter(SCORES)), label=f"variant ({variants})")
+            proxy = gr.Dropdown(list(PROXIES), value=default, label="proxy", elem_id="rank-proxy",
+                                info=f"default: {default} (see the note below)")
         with gr.Row():
             data = gr.Textbox(state.data_dir, label="data", elem_id="rank-data",
                               info="demo (the bundled demo set), a labelled folder on the server, or a Hub dataset id")
@@ -80,6 +93,7 @@ def build(state: AppState) -> RankTab:
                                elem_id="rank-names")
             batch = gr.Number(64, label="batch size", precision=0, minimum=4, elem_id="rank-batch")
         note = gr.Markdown(data_note(state.data_dir))
+        about_proxy = gr.Markdown(proxy_note(default), elem_id="rank-proxy-note")
         run = gr.Button("Rank", variant="primary", elem_id="rank-run")
         table = gr.Dataframe(label="ranking", interactive=False, elem_id="rank-table")
         gr.Markdown(COLUMNS)
@@ -88,6 +102,7 @@ def build(state: AppState) -> RankTab:
             pick = gr.Dropdown([], label="candidate to distill")
             to_distill = gr.Button("Distill this candidate")
     data.change(data_note, data, note, api_name=False, show_progress="hidden")
-    run.click(on_rank, [teacher, data, max_params, max_latency, variant, names, batch], [table, plot, pick],
+    proxy.change(proxy_note, proxy, about_proxy, api_name=False, show_progress="hidden")
+    run.click(on_rank, [teacher, data, max_params, max_latency, proxy, names, batch], [table, plot, pick],
               api_name="rank")
     return RankTab(teacher, data, pick, to_distill)

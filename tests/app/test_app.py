@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import zipfile
 from pathlib import Path
@@ -13,7 +14,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from kdcore.distill import LOSSES
-from tests.helpers import CLASSES, synthetic_slice
+from kdcore_app.state import display_name
+from tests.helpers import CLASSES, axial_volume, synthetic_slice, write_dicom, write_nifti
 from tests.hub_server import HubServer, use_hub
 
 
@@ -22,15 +24,20 @@ def client(app) -> Client:
     return Client(app["url"], verbose=False)
 
 
-def _diagnose(client: Client, path: Path, teacher: str = "teacher", student: str = "student"):
-    return client.predict(handle_file(str(path)), teacher, student, api_name="/diagnose")
+SHOWN = [display_name(c) for c in CLASSES]  # the class names the UI shows
+
+
+def _diagnose(client: Client, path: Path, teacher: str = "teacher", student: str = "student", slice_index: int = 0):
+    """Teacher and student probabilities and summaries, agreement, gallery, the slice shown, its note, slice."""
+    return client.predict(handle_file(str(path)), teacher, student, slice_index, 0.7, api_name="/diagnose")
 
 
 def test_diagnose_both_models_and_heatmaps(client, files):
-    t_probs, t_info, s_probs, s_info, agreement, gallery = _diagnose(client, files["slice"])
+    t_probs, t_info, s_probs, s_info, agreement, gallery, shown, note, _ = _diagnose(client, files["slice"])
     gallery = [(g["image"], g["caption"]) for g in gallery]
-    assert {c["label"] for c in t_probs["confidences"]} == set(CLASSES)
-    assert t_probs["label"] in CLASSES and s_probs["label"] in CLASSES
+    assert {c["label"] for c in t_probs["confidences"]} == set(SHOWN) and "no tumour" in SHOWN
+    assert t_probs["label"] in SHOWN and s_probs["label"] in SHOWN
+    assert np.asarray(Image.open(shown)).shape[:2] == (96, 96) and "one slice" in note
     assert "inference" in t_info and "params" in t_info and "MiB" in s_info
     assert ("agree" in agreement) and "all results in" in agreement
     assert [c for _, c in gallery] == ["teacher · LRP", "teacher · Grad-CAM", "student · LRP", "student · Grad-CAM"]
@@ -44,17 +51,37 @@ def test_concurrent_sessions_get_their_own_results(app, files, tmp_path):
     other = tmp_path / "other.png"
     Image.fromarray(synthetic_slice(3, np.random.default_rng(5), 72)).save(other)
     a, b = Client(app["url"], verbose=False), Client(app["url"], verbose=False)
-    jobs = [(c.submit(handle_file(str(p)), "teacher", "student", api_name="/diagnose"), size)
+    jobs = [(c.submit(handle_file(str(p)), "teacher", "student", 0, 0.7, api_name="/diagnose"), size)
             for c, p, size in ((a, files["slice"], 96), (b, other, 72))]
     for job, size in jobs:
         gallery = job.result(timeout=120)[5]
         assert {np.asarray(Image.open(g["image"])).shape for g in gallery} == {(size, size, 3)}
 
 
+def test_nifti_volume_at_a_chosen_slice_and_dicom(app, tmp_path):
+    """A NIfTI volume of five different slices: the one asked for is the one shown; a DICOM file works too."""
+    client = Client(app["url"], verbose=False)  # a new session: its slice slider has not seen a volume yet
+    rng = np.random.default_rng(4)
+    slices = [synthetic_slice(i % 4, rng, 64) for i in range(5)]
+    volume = np.concatenate([axial_volume(s) for s in slices], axis=2)
+    nifti = write_nifti(tmp_path / "volume.nii.gz", volume)
+    t_probs, *_, gallery, shown, note, slice_index = _diagnose(client, nifti, slice_index=3)
+    assert t_probs["label"] in SHOWN and len(gallery) == 4
+    assert "NIfTI" in note and "slice 4 of 5" in note
+    assert (slice_index["value"], slice_index["maximum"], slice_index["visible"]) == (3, 4, True)
+    got = np.asarray(Image.open(shown).convert("L"), dtype=float)
+    assert np.abs(got - slices[3]).mean() < np.abs(got - slices[2]).mean()
+    with pytest.raises(AppError, match=r"out of range|greater than maximum"):  # the slider knows the volume now
+        _diagnose(client, nifti, slice_index=9)
+    dicom = write_dicom(tmp_path / "slice.dcm", slices[0].astype(np.uint16) * 200)
+    t_probs, *_, note, _ = _diagnose(client, dicom)
+    assert t_probs["label"] in SHOWN and "DICOM" in note
+
+
 @pytest.mark.parametrize("name", ["rgba", "sixteen"])
 def test_unusual_but_valid_pngs_work(client, files, name):
     t_probs, *_ = _diagnose(client, files[name])
-    assert t_probs["label"] in CLASSES
+    assert t_probs["label"] in SHOWN
 
 
 @pytest.mark.parametrize("name, message", [
@@ -64,26 +91,31 @@ def test_bad_uploads_give_one_line_errors_and_app_keeps_working(client, files, n
     with pytest.raises(AppError, match=message) as e:
         _diagnose(client, files[name])
     assert "Traceback" not in str(e.value) and "/tmp/gradio" not in str(e.value)
-    assert _diagnose(client, files["slice"])[0]["label"] in CLASSES
+    assert _diagnose(client, files["slice"])[0]["label"] in SHOWN
 
 
 def test_no_upload_and_unknown_model(client, files):
     with pytest.raises(AppError, match="Upload an MRI slice"):
-        client.predict(None, "teacher", "student", api_name="/diagnose")
+        client.predict(None, "teacher", "student", 0, 0.7, api_name="/diagnose")
     with pytest.raises(AppError, match="not in the model list"):
         _diagnose(client, files["slice"], student="nope")
 
 
 def test_benchmark(client, tiny_data):
-    table, _f1, _cm, _rel = client.predict(["teacher", "student"], str(tiny_data), api_name="/benchmark")
+    """A compact table (per-class columns behind the toggle) and a reliability diagram that keeps its bin counts."""
+    table, _f1, _cm, rel = client.predict(["teacher", "student"], str(tiny_data), False, api_name="/benchmark")
     assert [r[0] for r in table["data"]] == ["teacher", "student"]
-    assert "macro-F1" in table["headers"] and "F1 glioma" in table["headers"]
+    assert table["headers"] == ["model", "accuracy", "macro-F1", "M params", "latency ms", "ECE"]
+    table, *_ = client.predict(["teacher"], str(tiny_data), True, api_name="/benchmark")
+    assert {"F1 glioma", "F1 no tumour", "arch", "MFLOPs", "ECE at T=1"} <= set(table["headers"])
+    counts = [t for t in json.loads(rel["plot"])["data"] if t["type"] == "bar"]
+    assert len(counts) == 4 and all(sum(t["y"]) == 48 for t in counts)  # 48 images per model, before and after
     with pytest.raises(AppError, match=r"no such|not a|No such|does not"):
-        client.predict(["teacher"], str(tiny_data / "nope"), api_name="/benchmark")
+        client.predict(["teacher"], str(tiny_data / "nope"), False, api_name="/benchmark")
 
 
 def test_rank_and_distill_default_to_the_bundled_demo_set(client):
-    table, _plot, pick = client.predict("teacher", "demo", None, None, "original", "test_resnet", 8,
+    table, _plot, pick = client.predict("teacher", "demo", None, None, "diswot", "test_resnet", 8,
                                         api_name="/rank")
     assert [r[1] for r in table["data"]] == ["test_resnet"] and pick["value"] == "test_resnet"
     status, _plot, name, runs = client.predict(*_distill_args("demo"), api_name="/distill")
@@ -93,7 +125,7 @@ def test_rank_and_distill_default_to_the_bundled_demo_set(client):
 
 
 def test_rank_students(client, tiny_data):
-    table, plot, pick = client.predict("teacher", str(tiny_data), None, None, "original",
+    table, plot, pick = client.predict("teacher", str(tiny_data), None, None, "synflow",
                                        "test_resnet, test_efficientnet", 8, api_name="/rank")
     assert sorted(r[1] for r in table["data"]) == ["test_efficientnet", "test_resnet"]
     assert table["headers"][:4] == ["rank", "candidate", "family", "score"]
@@ -102,7 +134,7 @@ def test_rank_students(client, tiny_data):
 
     assert json.loads(plot["plot"])["data"][0]["type"] == "scatter"
     with pytest.raises(AppError, match="no candidate fits"):
-        client.predict("teacher", str(tiny_data), 0.001, None, "original", "test_resnet", 8, api_name="/rank")
+        client.predict("teacher", str(tiny_data), 0.001, None, "params", "test_resnet", 8, api_name="/rank")
 
 
 def _distill_args(data, epochs=1, images=16, arch="test_resnet", size=32, **w):
@@ -116,7 +148,7 @@ def test_distill_run_joins_model_list_zip_and_diagnose(app, client, tiny_data, f
     zpath = client.predict(name, api_name="/zip_model")
     assert sorted(Path(n).name for n in zipfile.ZipFile(zpath).namelist()) == [
         "README.md", "config.json", "model.safetensors"]
-    assert _diagnose(client, files["slice"], student=name)[2]["label"] in CLASSES
+    assert _diagnose(client, files["slice"], student=name)[2]["label"] in SHOWN
 
 
 def test_distill_failure_reports_and_app_keeps_serving(client, tiny_data, files):
@@ -124,7 +156,7 @@ def test_distill_failure_reports_and_app_keeps_serving(client, tiny_data, files)
         client.predict(*_distill_args(tiny_data, arch="no_such_net"), api_name="/distill")
     with pytest.raises(AppError, match="no such data folder"):
         client.predict(*_distill_args(tiny_data / "nope"), api_name="/distill")
-    assert _diagnose(client, files["slice"])[0]["label"] in CLASSES
+    assert _diagnose(client, files["slice"])[0]["label"] in SHOWN
 
 
 def _wait_for(job, codes, timeout: float = 60.0) -> None:

@@ -1,5 +1,6 @@
 """The app in Debian's chromium through Playwright: upload, both predictions and four heatmaps, tabs, distill + cancel,
-Rank and Distill on the default (demo) data, a reload during a run.
+Rank and Distill on the default (demo) data, a reload during a run, a DICOM upload and a map enlarged, a sample
+clicked, the Diagnose tab on a 400 px phone screen.
 
 Needs ``apt-get install chromium`` and ``pip install playwright`` (no ``playwright install``: no browser download).
 Screenshots go to ``<tmp>/screenshots`` (path printed).
@@ -11,8 +12,11 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright import sync_api
+
+from tests.helpers import axial_volume, synthetic_slice, write_dicom, write_nifti
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
@@ -42,7 +46,7 @@ def test_upload_tabs_distill_cancel(page, app, files, tmp_path_factory):
     expect(page.get_by_text("Research use only")).to_be_visible()
 
     page.locator("#upload input[type=file]").set_input_files(str(files["slice"]))
-    classes = re.compile("glioma|meningioma|notumor|pituitary")
+    classes = re.compile("glioma|meningioma|no tumour|pituitary")
     expect(page.locator("#teacher-info")).to_contain_text("predicts")
     expect(page.locator("#student-info")).to_contain_text("predicts")
     expect(page.locator("#teacher-probs")).to_contain_text(classes)
@@ -90,6 +94,7 @@ def test_rank_and_distill_on_the_default_data(page, app):
     page.goto(app["url"])
     page.get_by_role("tab", name="Rank students").click()
     expect(page.locator("#rank-data textarea, #rank-data input").first).to_have_value("demo")
+    expect(page.locator("#rank-proxy-note")).to_contain_text("Proxy in use")
     page.locator("#rank-names textarea, #rank-names input").first.fill("test_resnet")
     page.locator("#rank-batch input").fill("8")
     page.locator("#rank-run").click()
@@ -122,3 +127,59 @@ def test_a_reload_during_a_run_reattaches_to_it(page, app):
     page.locator("#distill-cancel").click()
     expect(page.locator("#distill-status")).to_contain_text("Cancelled at epoch")
     expect(page.locator("#distill-cancel")).to_be_disabled()
+
+
+def test_dicom_enlarge_opacity_volume_slice_and_a_sample(page, app, tmp_path):
+    expect = sync_api.expect
+    page.goto(app["url"])
+    pixels = synthetic_slice(1, np.random.default_rng(3), 80).astype(np.uint16) * 200
+    page.locator("#upload input[type=file]").set_input_files(str(write_dicom(tmp_path / "slice.dcm", pixels)))
+    expect(page.locator("#teacher-info")).to_contain_text("predicts")
+    expect(page.locator("#slice-note")).to_contain_text("DICOM")
+    expect(page.locator("#upload-view img")).to_be_visible()  # the decoded slice itself
+    expect(page.locator("#heatmaps img")).to_have_count(4)
+    before = page.locator("#heatmaps img").first.get_attribute("src")
+    page.locator("#opacity input[type=range]").fill("0.3")  # re-drawn overlays, models not re-run
+    expect(page.locator("#heatmaps img").first).not_to_have_attribute("src", before)
+    small = page.locator("#heatmaps img").first.bounding_box()["width"]
+    page.locator("#heatmaps .thumbnail-item").first.click()  # enlarge
+    big = page.locator("#heatmaps .preview img").first
+    expect(big).to_be_visible()
+    assert big.bounding_box()["width"] > 1.5 * small
+    expect(page.locator("#heatmaps .preview")).to_contain_text("teacher · LRP")
+
+    page.goto(app["url"])  # a volume: its middle slice first, then the slice picked
+    volume = np.concatenate([axial_volume(synthetic_slice(i % 4, np.random.default_rng(i), 64)) for i in range(5)],
+                            axis=2)
+    page.locator("#upload input[type=file]").set_input_files(str(write_nifti(tmp_path / "v.nii.gz", volume)))
+    expect(page.locator("#slice-note")).to_contain_text("slice 3 of 5")
+    page.locator("#slice input[type=number]").fill("4")
+    page.locator("#slice input[type=number]").press("Enter")
+    expect(page.locator("#slice-note")).to_contain_text("slice 5 of 5")
+
+    page.goto(app["url"])  # a bundled sample's thumbnail runs the diagnosis
+    page.locator("#samples img").first.click()
+    expect(page.locator("#student-info")).to_contain_text("predicts")
+    expect(page.locator("#heatmaps img")).to_have_count(4)
+
+
+def test_phone_layout_shows_all_four_maps(page, app, files, tmp_path_factory):
+    """At 400 px wide every map is on screen whole, at least 125 px wide (colour-bar labels >= 11 px), and no
+    caption is cut."""
+    shots = Path(os.environ.get("KDCORE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots-phone"))
+    phone = page.context.browser.new_page(viewport={"width": 400, "height": 800})
+    phone.set_default_timeout(60_000)
+    phone.goto(app["url"])
+    phone.locator("#upload input[type=file]").set_input_files(str(files["slice"]))
+    maps = phone.locator("#heatmaps img")
+    sync_api.expect(maps).to_have_count(4)
+    phone.locator("#heatmaps").scroll_into_view_if_needed()
+    for img in maps.all():
+        box = img.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 400 and box["width"] >= 125, box
+    sync_api.expect(phone.locator("#heatmaps .caption-label")).to_have_count(4)
+    clipped = phone.locator("#heatmaps .caption-label").evaluate_all(
+        "els => els.filter(e => e.scrollWidth > e.clientWidth).map(e => e.textContent)")
+    assert clipped == []
+    phone.screenshot(path=str(shots / "diagnose-phone.png"), full_page=True)
+    phone.close()

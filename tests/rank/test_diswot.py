@@ -1,18 +1,15 @@
-"""DisWOT: the two terms, the score, the teacher-once contract, state hygiene and the ``rank`` CLI."""
+"""DisWOT: the two terms, the score, state hygiene and the stratified batches."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 
-from kdcore.cli import main
 from kdcore.data.imageio import InputSpec
 from kdcore.errors import KDCoreError
 from kdcore.explain.class_maps import class_similarity, relation_matrix
 from kdcore.rank.candidates import build_candidate
-from kdcore.rank.diswot import SCORES, compare, matrix_distance, model_terms, rank, stratified_batches
+from kdcore.rank.diswot import SCORES, compare, matrix_distance, model_terms, stratified_batches
 
 SPEC = InputSpec(size=64)
 
@@ -67,23 +64,10 @@ def test_score_is_zero_for_the_teacher_itself_and_negative_otherwise(teacher, ba
     assert cos["score"] < 0 and cos["score"] != other["score"]
 
 
-def test_rank_is_deterministic_sorted_and_computes_the_teacher_once(teacher, batches, monkeypatch):
-    calls = []
-    forward = teacher.forward_features
-    monkeypatch.setattr(teacher, "forward_features", lambda x: calls.append(1) or forward(x))
-    names = ["test_resnet", "test_efficientnet", "test_resnet"]
-    rows = rank(teacher, names, batches, SPEC, SCORES["original"])
-    assert len(calls) == len(batches)  # once per batch for the whole ranking, not per candidate
-    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
-    again = rank(teacher, names, batches, SPEC, SCORES["original"])
-    assert [(r["name"], r["score"]) for r in rows] == [(r["name"], r["score"]) for r in again]
-    seeds = rank(teacher, ["test_resnet"], batches, SPEC, seeds=(0, 1, 2))[0]
-    assert seeds["score"] != rows[0]["score"] and seeds["score_std"] > 0
-
-
 def test_thesis_variant_scores_with_lrp_maps_and_cosine(teacher, batches):
-    rows = rank(teacher, ["test_efficientnet"], batches, SPEC, SCORES["thesis"])
-    assert -4 <= rows[0]["score"] < 0 and rows[0]["score"] == pytest.approx(-(rows[0]["m_s"] + rows[0]["m_r"]))
+    ref = model_terms(teacher, batches, SCORES["thesis"])
+    out = compare(ref, model_terms(build_candidate("test_efficientnet", 4, SPEC), batches, SCORES["thesis"]), "cosine")
+    assert -4 <= out["score"] < 0 and out["score"] == pytest.approx(-(out["m_s"] + out["m_r"]))
 
 
 def test_model_state_is_restored(teacher, batches):
@@ -109,20 +93,3 @@ def test_stratified_batches_are_balanced_disjoint_and_seeded():
     assert all(torch.equal(a, b) for a, b in zip(out, stratified_batches(labels, 16, batches=3, seed=1)))
     with pytest.raises(KDCoreError):
         stratified_batches(labels, 16, batches=6)
-
-
-def test_cli_rank_json_schema_and_filters(tiny_model_dir, tiny_data, tmp_path, capsys):
-    out = tmp_path / "rank.json"
-    args = ["rank", "--teacher", str(tiny_model_dir), "--data", str(tiny_data), "--batch-size", "8",
-            "--split", str(tmp_path / "split.json"), "--candidates", "test_resnet,test_efficientnet"]
-    assert main([*args, "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())
-    assert {r["name"] for r in rows} == {"test_resnet", "test_efficientnet"}
-    for r in rows:
-        assert {"name", "score", "m_s", "m_r", "params", "flops", "latency_ms"} <= set(r)
-        assert r["score"] == pytest.approx(-(r["m_s"] + r["m_r"]))
-    assert "test_efficientnet" in capsys.readouterr().out
-    assert main([*args, "--max-params", "2e5", "--json", str(out)]) == 0  # test_resnet has 0.37M
-    assert [r["name"] for r in json.loads(out.read_text())] == ["test_efficientnet"]
-    assert main([*args, "--max-params", "1000"]) == 2
-    assert "no candidate fits" in capsys.readouterr().err

@@ -138,12 +138,12 @@ def test_mps_is_off_without_its_control_program(monkeypatch):
     assert gpu_campaign.start_mps() == "off: no nvidia-cuda-mps-control"
 
 
-def test_plan_puts_the_students_first_and_diswot_after_priority_3(tmp_path):
+def test_plan_puts_the_students_first_and_the_proxy_validation_after_priority_3(tmp_path):
     a = argparse.Namespace(tiny=True, shipped_teacher=True)
     _, stage2 = gpu_campaign.plan(a, tmp_path / "pack.safetensors", tmp_path / "runs")
     students = [n for n, _, prio in stage2 if prio == 0 and n.startswith("student")]
     assert len(students) == 5 and all(prio <= 5 for *_, prio in stage2)
-    assert any(n.startswith("diswot/") for n, _, prio in stage2 if prio > 3)  # what --max-priority 3 leaves out
+    assert any(n.startswith("rank/") for n, _, prio in stage2 if prio > 3)  # what --max-priority 3 leaves out
 
 
 def test_select_keeps_the_named_jobs_that_are_not_finished(tmp_path):
