@@ -15,10 +15,10 @@ from pathlib import Path
 from kdcore.distill.losses import FEAT_DISTANCES, LOSSES
 from kdcore.engine.loop import TrainConfig
 from kdcore.errors import KDCoreError
-from kdcore.explain import METHODS
+from kdcore.explain import PAIRED_MAPS, map_rule
 
-#: the explanation maps the ``sem`` term can compare
-SEM_MAPS = tuple(METHODS)
+#: the explanation maps the ``sem`` term can compare (each made by one rule on both sides)
+SEM_MAPS = PAIRED_MAPS
 
 #: Named starting points. ``short``: a small student at 64 px on a subset, <= 5 min on 2 CPU cores; no augmentation
 #: (10 short epochs do not over-fit, and the cached clean-view teacher logits then match the input exactly).
@@ -74,6 +74,20 @@ REPRODUCE_PRESETS: dict[str, dict] = {
 }
 
 
+def check_sem_rules(sem_map: str, recorded: dict[str, str]) -> dict[str, str]:
+    """The rule of each side of ``sem`` (``{"teacher": ..., "student": ...}``) after checking ``recorded`` (a saved
+    config's, or empty): a :class:`KDCoreError` when the sides differ or kdcore no longer makes them that way."""
+    made = {side: map_rule(sem_map) for side in ("teacher", "student")}
+    recorded = recorded or made
+    if recorded.get("teacher") != recorded.get("student"):
+        raise KDCoreError(f"sem compares maps made by different rules (teacher {recorded.get('teacher')!r}, "
+                          f"student {recorded.get('student')!r}): both sides must use one rule")
+    if recorded != made:
+        raise KDCoreError(f"sem rule {recorded['teacher']!r} is not the one sem map {sem_map!r} uses now "
+                          f"({made['teacher']!r}): drop sem_rules from the config or choose another sem map")
+    return made
+
+
 @dataclass
 class DistillConfig:
     """Which terms of :data:`~kdcore.distill.losses.LOSSES`, their weights and settings; saved under ``"distill"``."""
@@ -87,6 +101,7 @@ class DistillConfig:
     dist_gamma: float = 1.0  # dist's intra-class (per-class) weight (DIST's default)
     feat_distance: str = "cosine"  # one of FEAT_DISTANCES
     sem_map: str = "lrp"  # one of SEM_MAPS
+    sem_rules: dict[str, str] = field(default_factory=dict)  # the rule of each side's map: teacher, student
     teacher_cache: bool = True  # logits and maps of the un-augmented images, computed once (maps warped per batch)
     map_size: int = 32  # resolution of the cached teacher maps
 
@@ -101,6 +116,7 @@ class DistillConfig:
             raise KDCoreError(f"feat distance must be one of {', '.join(FEAT_DISTANCES)}, not {self.feat_distance!r}")
         if self.sem_map not in SEM_MAPS:
             raise KDCoreError(f"sem map must be one of {', '.join(SEM_MAPS)}, not {self.sem_map!r}")
+        self.sem_rules = check_sem_rules(self.sem_map, self.sem_rules)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -113,7 +129,7 @@ class DistillConfig:
         return {need for k in self.weights for need in LOSSES[k].teacher}
 
     def describe(self) -> str:
-        """E.g. ``1*ce + 1*kd(T=4) + 1*feat(cosine) + 1*sem(lrp)``."""
+        """E.g. ``1*ce + 1*kd(T=4) + 1*feat(cosine) + 1*sem(lrp epsilon-plus-flat)``."""
         def setting(k: str) -> str:
             fn = LOSSES[k].setting
             return f"({fn(self)})" if fn is not None else ""

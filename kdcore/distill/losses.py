@@ -209,7 +209,9 @@ def check_student_map(d: Distiller) -> None:
     """``sem``'s setup: raise :class:`KDCoreError` when the student's map cannot be trained through.
 
     Training through a map takes a double backward; e.g. MobileNetV3's Hardsigmoid has no second derivative in
-    PyTorch, so ``sem(lrp)`` cannot train it.
+    PyTorch, so ``sem(lrp)`` cannot train it. A student with a layer the differentiable LRP rules do not cover is
+    refused by :func:`kdcore.explain.lrp_autograd.check_supported`. Both maps' rule is checked by the config
+    (:func:`kdcore.distill.config.check_sem_rules`).
     """
     spec, method = d.student_spec, d.cfg.sem_map
     x = torch.zeros(1, spec.channels, spec.size, spec.size, device=next(d.student.parameters()).device)
@@ -252,8 +254,8 @@ def _feat(d: Distiller, s: Step) -> torch.Tensor:
     return feat_loss(d.projector(match_size(s.feats, tuple(t.shape[-2:]))), t, d.cfg.feat_distance)
 
 
-@register_loss("sem", "1 - cos(vec M_s[y], vec M_t[y]), M = LRP | Grad-CAM", ("map",),
-               lambda c: c.sem_map, check_student_map)
+@register_loss("sem", "1 - cos(vec M_s[y], vec M_t[y]), M = LRP | LRP-0 | Grad-CAM, one rule on both sides",
+               ("map",), lambda c: c.sem_rules["student"], check_student_map)
 def _sem(d: Distiller, s: Step) -> torch.Tensor:
     return sem_loss(student_map(d.student, s.x, s.y, method=d.cfg.sem_map), s.teacher["map"])
 

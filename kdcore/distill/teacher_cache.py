@@ -25,7 +25,7 @@ from kdcore.data.augment import to_input, warp
 from kdcore.data.imageio import InputSpec
 from kdcore.distill.losses import match_size
 from kdcore.errors import KDCoreError
-from kdcore.explain import explain
+from kdcore.explain import map_rule, teacher_map
 from kdcore.models import hash_weights
 from kdcore.paths import cache_dir
 
@@ -42,7 +42,8 @@ class TeacherCache:
 
 def cache_key(teacher: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, method: str | None, map_size: int) -> str:
     """A digest of the teacher's weights, the images and labels, and the map settings."""
-    h = hashlib.sha1(f"{CACHE_VERSION}|{method}|{map_size}|{tuple(pixels.shape)}".encode())
+    rule = map_rule(method) if method else None
+    h = hashlib.sha1(f"{CACHE_VERSION}|{method}|{rule}|{map_size}|{tuple(pixels.shape)}".encode())
     hash_weights(h, teacher)
     h.update(pixels.cpu().contiguous().numpy().tobytes())
     h.update(labels.cpu().numpy().tobytes())
@@ -51,7 +52,7 @@ def cache_key(teacher: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, me
 
 def teacher_maps(teacher: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, map_size: int) -> torch.Tensor:
     """The teacher's explanation of ``target`` for ``x`` ``(B, C, S, S)``, pooled to ``(B, map_size, map_size)``."""
-    maps = explain(teacher, x, target, method=method).detach().float()
+    maps = teacher_map(teacher, x, target, method).float()
     return match_size(maps.unsqueeze(1), (map_size, map_size)).squeeze(1)
 
 

@@ -4,7 +4,8 @@
   the :class:`Frame` mapping input and upload coordinates both ways;
 * :func:`explain` -- detached maps ``(B, H, W)`` of a batch, for viewing and for a teacher's targets;
 * :func:`localise` -- pointing game and energy in tumour boxes over a folder (:mod:`kdcore.explain.localise`);
-* :func:`student_map` -- maps that stay in the autograd graph of the parameters, for a distillation loss;
+* :func:`student_map` -- maps that stay in the autograd graph of the parameters, for a distillation loss, and
+  :func:`teacher_map` the map it is compared with (one rule on both sides, :func:`map_rule`, :data:`PAIRED_MAPS`);
 * :func:`class_maps` -- one map per class;
 * :func:`render_overlay` -- the map over the slice as an RGB image with a colour bar (:func:`map_scale` to share
   one colour scale between maps);
@@ -21,9 +22,18 @@ from kdcore.explain.image import ImageExplanation, explain_image
 from kdcore.explain.lattice import lattice_factor
 from kdcore.explain.localise import localise
 from kdcore.explain.lrp import COMPOSITES, lrp_map
-from kdcore.explain.methods import METHODS, Method, explain, get_method, student_map
+from kdcore.explain.methods import (
+    METHODS,
+    PAIRED_MAPS,
+    Method,
+    explain,
+    get_method,
+    map_rule,
+    student_map,
+    teacher_map,
+)
 from kdcore.explain.render import map_scale, render_overlay
 
-__all__ = ["COMPOSITES", "METHODS", "Frame", "ImageExplanation", "Method", "Target", "class_maps", "evaluating",
-           "explain", "explain_image", "get_method", "grad_cam", "lattice_factor", "localise", "lrp_map", "map_scale",
-           "render_overlay", "student_map"]
+__all__ = ["COMPOSITES", "METHODS", "PAIRED_MAPS", "Frame", "ImageExplanation", "Method", "Target", "class_maps",
+           "evaluating", "explain", "explain_image", "get_method", "grad_cam", "lattice_factor", "localise", "lrp_map",
+           "map_rule", "map_scale", "render_overlay", "student_map", "teacher_map"]

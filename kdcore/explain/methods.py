@@ -20,6 +20,7 @@ from kdcore.explain.differentiable import gradient_x_input
 from kdcore.explain.gradcam import LAYERS, grad_cam
 from kdcore.explain.grouped_conv import FastGroupedConvs
 from kdcore.explain.lrp import COMPOSITES, lrp_map
+from kdcore.explain.lrp_autograd import lrp_autograd
 
 #: ``fn(model, x (B, C, H, W), target, **settings) -> (B, H, W)``
 MapFn = Callable[[nn.Module, torch.Tensor, Target], torch.Tensor]
@@ -30,7 +31,7 @@ class Method:
     """One explanation method: its maps, its name and description in the app, its overlay's colour scale."""
 
     fn: MapFn  #: the map explained (detached by :func:`explain`)
-    differentiable: MapFn  #: a map whose gradient reaches every parameter (for a loss on a student's map)
+    differentiable: MapFn  #: ``fn``'s map (same settings, same rules) with a gradient reaching every parameter
     title: str  #: short name, e.g. under an overlay
     description: str  #: one line on what the map shows
     colour_map: str  #: matplotlib colour map of the overlay
@@ -69,7 +70,7 @@ _GRADCAM_GRIDS = {"last": "the last stage's grid (1/32 of the input side on a Re
 
 METHODS: dict[str, Method] = {
     "lrp": Method(
-        lrp_map, gradient_x_input, "LRP",
+        lrp_map, lrp_autograd, "LRP",
         "how much each pixel contributed to the predicted class, traced back layer by layer (red for, blue against).",
         "bwr", True, 99.5,  # relevance is heavy-tailed: the largest values saturate
         {"composite": tuple(COMPOSITES)}, lambda settings: "one value per input pixel"),
@@ -102,12 +103,37 @@ def explain(model: nn.Module, x: torch.Tensor, target: Target = None, method: st
     return entry.fn(model, x, target, **entry.resolve(settings)).detach()
 
 
+#: The maps a loss compares, teacher's against student's: each method (one rule on both sides, the method's
+#: default settings), and ``"lrp0"``, gradient x input (LRP-0) on both sides.
+PAIRED_MAPS = (*METHODS, "lrp0")
+
+
+def map_rule(method: str) -> str:
+    """The rule both maps of ``method`` (:data:`PAIRED_MAPS`) are made by, e.g. ``"lrp epsilon-plus-flat"``."""
+    if method == "lrp0":
+        return "lrp0 (gradient x input)"
+    entry = get_method(method)
+    return " ".join([method, *entry.defaults.values()])
+
+
+def teacher_map(model: nn.Module, x: torch.Tensor, target: Target = None, method: str = "lrp") -> torch.Tensor:
+    """The detached map ``(B, H, W)`` a loss compares a student's :func:`student_map` with (same rule)."""
+    if method == "lrp0":
+        return gradient_x_input(model, x, target).detach()
+    return explain(model, x, target, method)
+
+
 def student_map(model: nn.Module, x: torch.Tensor, target: Target = None, method: str = "lrp") -> torch.Tensor:
-    """A map ``(B, H, W)`` for input ``(B, C, H, W)`` whose gradient reaches every parameter of ``model``.
+    """A map ``(B, H, W)`` for input ``(B, C, H, W)`` whose gradient reaches every parameter of ``model``: the
+    method's differentiable map under its default settings (the rule of :func:`teacher_map`), or ``"lrp0"``.
 
     Computed in eval mode, with grouped convolutions in :class:`~kdcore.explain.grouped_conv.FastGroupedConvs`
     (a loss on the map differentiates each convolution's backward).
     """
-    fn = get_method(method).differentiable
+    if method == "lrp0":
+        fn = gradient_x_input
+    else:
+        entry = get_method(method)
+        fn = partial(entry.differentiable, **entry.defaults)
     with FastGroupedConvs():
         return fn(model, x, target)

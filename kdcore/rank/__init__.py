@@ -1,1 +1,2 @@
-"""Ranking students without training them: the candidate space (``candidates``) and the DisWOT score (``diswot``)."""
+"""Ranking students without training them: the candidate space (``candidates``), the registry of training-free
+proxies and the ranking (``proxies``), the DisWOT terms (``diswot``)."""

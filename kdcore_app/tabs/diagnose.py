@@ -44,7 +44,7 @@ class DiagnoseTab(NamedTuple):
 
 
 def heatmap_gallery(d: Diagnosis) -> list[tuple[np.ndarray, str]]:
-    """Four overlays ``(H, W, 3)``: the teacher's LRP and Grad-CAM, then the student's (a 2 x 2 grid)."""
+    """Four overlays ``(H, W, 3)`` with captions: the teacher's LRP and Grad-CAM, then the student's."""
     return [(p.overlays[m], f"{p.name} · {METHODS[m].title}") for p in (d.teacher, d.student) for m in METHODS
             if m in p.overlays]
 

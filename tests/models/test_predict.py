@@ -62,6 +62,7 @@ def test_same_slice_in_every_format_gives_the_same_prediction(tmp_path, student)
 
 def test_calibration_and_ood_fill_their_columns(tmp_path, student):
     model, info = student
+    info = dataclasses.replace(info, calibration={}, ood={})  # the bundled student without its fitted check
     files = [SAMPLES / "glioma_1.jpg"]
     (plain,), _ = predict_files(model, info, files)
     assert plain["calibrated_probs"] is plain["in_distribution"] is plain["ood_score"] is None

@@ -151,3 +151,14 @@ def test_cli_rank_json_schema_and_filters(tiny_model_dir, tiny_data, tmp_path, c
     assert "no candidate fits" in capsys.readouterr().err
     assert main([*args, "--proxy", "nope"]) == 2
     assert "unknown proxy 'nope'" in capsys.readouterr().err
+
+
+def test_cli_help_names_every_proxy():
+    import argparse
+
+    from kdcore.cli import _args_rank
+
+    parser = argparse.ArgumentParser()
+    _args_rank(parser)
+    help_text = next(a.help for a in parser._actions if a.dest == "proxy")
+    assert all(name in help_text for name in PROXIES) and proxies.FALLBACK in help_text
