@@ -75,14 +75,14 @@ REPRODUCE_PRESETS: dict[str, dict] = {
 
 
 def check_sem_rules(sem_map: str, recorded: dict[str, str]) -> dict[str, str]:
-    """The rule of each side of ``sem`` (``{"teacher": ..., "student": ...}``) after checking ``recorded`` (a saved
-    config's, or empty): a :class:`KDCoreError` when the sides differ or kdcore no longer makes them that way."""
-    made = {side: map_rule(sem_map) for side in ("teacher", "student")}
-    recorded = recorded or made
-    if recorded.get("teacher") != recorded.get("student"):
+    """The rule of each side of ``sem``, ``{"map": sem_map, "teacher": ..., "student": ...}``, after checking
+    ``recorded`` (a saved config's; empty, or recorded for another sem map, is made afresh): a :class:`KDCoreError`
+    when its sides differ, or when kdcore no longer makes ``sem_map``'s maps by the recorded rule."""
+    made = {"map": sem_map} | {side: map_rule(sem_map) for side in ("teacher", "student")}
+    if recorded and recorded.get("teacher") != recorded.get("student"):
         raise KDCoreError(f"sem compares maps made by different rules (teacher {recorded.get('teacher')!r}, "
                           f"student {recorded.get('student')!r}): both sides must use one rule")
-    if recorded != made:
+    if recorded and recorded.get("map") == sem_map and recorded != made:
         raise KDCoreError(f"sem rule {recorded['teacher']!r} is not the one sem map {sem_map!r} uses now "
                           f"({made['teacher']!r}): drop sem_rules from the config or choose another sem map")
     return made
@@ -101,7 +101,7 @@ class DistillConfig:
     dist_gamma: float = 1.0  # dist's intra-class (per-class) weight (DIST's default)
     feat_distance: str = "cosine"  # one of FEAT_DISTANCES
     sem_map: str = "lrp"  # one of SEM_MAPS
-    sem_rules: dict[str, str] = field(default_factory=dict)  # the rule of each side's map: teacher, student
+    sem_rules: dict[str, str] = field(default_factory=dict)  # sem_map and the rule of each side's map
     teacher_cache: bool = True  # logits and maps of the un-augmented images, computed once (maps warped per batch)
     map_size: int = 32  # resolution of the cached teacher maps
 

@@ -208,10 +208,10 @@ def add_projector(d: Distiller) -> None:
 def check_student_map(d: Distiller) -> None:
     """``sem``'s setup: raise :class:`KDCoreError` when the student's map cannot be trained through.
 
-    Training through a map takes a double backward; e.g. MobileNetV3's Hardsigmoid has no second derivative in
-    PyTorch, so ``sem(lrp)`` cannot train it. A student with a layer the differentiable LRP rules do not cover is
-    refused by :func:`kdcore.explain.lrp_autograd.check_supported`. Both maps' rule is checked by the config
-    (:func:`kdcore.distill.config.check_sem_rules`).
+    Training through a gradient map takes a double backward; e.g. MobileNetV3's Hardsigmoid has no second
+    derivative in PyTorch, so ``sem(lrp0)`` and ``sem(gradcam)`` cannot train it. A student with a layer the
+    differentiable LRP rules do not cover is refused by :func:`kdcore.explain.lrp_autograd.check_supported`. Both
+    maps' rule is checked by the config (:func:`kdcore.distill.config.check_sem_rules`).
     """
     spec, method = d.student_spec, d.cfg.sem_map
     x = torch.zeros(1, spec.channels, spec.size, spec.size, device=next(d.student.parameters()).device)

@@ -1,20 +1,12 @@
-"""Explanation maps that stay differentiable in the model's parameters, for a loss on the student's explanation.
+"""Gradient x input, the ``"lrp0"`` map of a distillation loss (on both the teacher's and the student's side).
 
-zennit builds its modified weights from ``param.data``, so the gradients it gives through ``create_graph=True``
-are wrong for training (cosine with the true gradient below 0.1, nothing reaches the classifier). Here the maps are
-plain autograd expressions of the parameters instead:
-
-* ``"lrp"``: gradient x input, ``R = x * d logit_t / dx``, built with ``create_graph=True``. On a network of
-  convolutions, BatchNorm, ReLU, max and average pooling and residual sums (all ResNets) this **is** LRP-0, the
-  epsilon rule with ``eps -> 0`` on every layer (Montavon et al. 2019, sec. 10.2.1; Ancona et al. 2018): by induction
-  ``R_j = a_j * d f / d a_j`` at every layer. It is not the EpsilonPlusFlat map of :func:`kdcore.explain.lrp_map`
-  (z+ and flat rules are not gradients), and on Hardswish/SiLU/ReLU6 and gated blocks it is gradient x input only.
-* ``"gradcam"``: :func:`kdcore.explain.gradcam.grad_cam` with ``create_graph=True``.
-
-:func:`kdcore.explain.student_map` picks one by name (``Method.differentiable``). Both run the model in eval mode
-(running BatchNorm statistics, so each sample's map depends on that sample only), with grouped convolutions in
-:class:`kdcore.explain.grouped_conv.FastGroupedConvs` (a loss on the map differentiates each convolution's
-backward, which PyTorch does one group at a time).
+``R = x * d logit_t / dx``, built with ``create_graph=True`` so a loss on it trains the model. On a network of
+convolutions, BatchNorm, ReLU, max and average pooling and residual sums (all ResNets) this **is** LRP-0, the
+epsilon rule with ``eps -> 0`` on every layer (Montavon et al. 2019, sec. 10.2.1; Ancona et al. 2018): by induction
+``R_j = a_j * d f / d a_j`` at every layer; on Hardswish/SiLU/ReLU6 and gated blocks it is gradient x input only.
+It is not the EpsilonPlusFlat map of :func:`kdcore.explain.lrp_map`: the differentiable map with those rules is
+:func:`kdcore.explain.lrp_autograd.lrp_autograd`. :func:`kdcore.explain.student_map` and
+:func:`kdcore.explain.teacher_map` pick the maps by name.
 """
 
 from __future__ import annotations

@@ -15,9 +15,11 @@ input ``x``, weights ``W``, bias ``b`` and output relevance ``R`` (``stab(z) = z
   max pooling: its gradient (winner takes all).
 
 A convolution followed by a BatchNorm uses the folded ``W * g / sqrt(v + e)`` and ``(b - m) g / sqrt(v + e) + beta``
-as functions of the parameters (what :class:`~kdcore.explain.canonizers.MergeBatchNormAct` writes in place). The
-``-destrided`` composites read strided convolutions as :func:`kdcore.explain.lrp.destrided_relevance` does.
-A network with a parametrised layer of any other kind is refused with a :class:`KDCoreError`.
+as functions of the parameters (what :class:`~kdcore.explain.canonizers.MergeBatchNormAct` writes in place); SE
+gates pass all relevance to the gated signal, as the canonizer's. The ``-destrided`` composite reads strided
+convolutions as :func:`kdcore.explain.lrp.destrided_relevance` does. The model runs twice (:class:`_Tape`): its own
+forward, whose tensors the rules read (so their derivatives are the network's), then one that carries the relevance
+pass. A network with a parametrised layer of any other kind is refused with a :class:`KDCoreError`.
 """
 
 from __future__ import annotations
@@ -50,12 +52,15 @@ class _Relevance(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rule: Callable, out: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        ctx.rule = rule
+        ctx.rule, ctx.device = rule, out.device.type
+        ctx.autocast = torch.is_autocast_enabled(ctx.device)  # backward runs the rule under the forward's autocast
+        ctx.dtype = torch.get_autocast_dtype(ctx.device)
         return out.clone()
 
     @staticmethod
     def backward(ctx, relevance: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        shares = ctx.rule(relevance)
+        with torch.autocast(ctx.device, dtype=ctx.dtype, enabled=ctx.autocast):
+            shares = ctx.rule(relevance)
         return None, None, *((shares,) if isinstance(shares, torch.Tensor) else shares)
 
 
@@ -240,7 +245,12 @@ def _rules(model: nn.Module, tape: _Tape, destrided: bool) -> Iterator[None]:
 
     def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor | None:
         (x,) = tape.take(inputs[0])
-        return tape.relevance(rule_for(module, x), out, inputs[0]) if tape.replay else None
+        if not tape.replay:
+            return None
+        new = tape.relevance(rule_for(module, x), out, inputs[0])
+        if any(out is gate for gate in tape.gates):  # a gate module's output stays a gate
+            tape.gates.append(new)
+        return new
 
     kinds = (types.Linear, types.AvgPool, types.Activation, types.BatchNorm)
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]

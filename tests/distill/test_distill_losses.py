@@ -189,3 +189,22 @@ def test_teacher_side_carries_no_gradient():
     t = torch.randn(2, 3, requires_grad=True)
     kd_loss(s, t, 4.0).backward()
     assert s.grad is not None and t.grad is None
+
+
+def test_sem_records_one_rule_for_both_sides_and_refuses_a_mismatch():
+    from kdcore.errors import KDCoreError
+
+    lrp = DistillConfig(loss={"sem": 1.0})
+    assert lrp.sem_rules == {"map": "lrp", "teacher": "lrp epsilon-plus-flat", "student": "lrp epsilon-plus-flat"}
+    assert lrp.describe() == "1*sem(lrp epsilon-plus-flat)"
+    assert DistillConfig.from_dict(lrp.to_dict()).sem_rules == lrp.sem_rules  # a saved run's config reloads
+    old = DistillConfig(loss={"sem": 1.0}, sem_map="lrp0")
+    assert old.sem_rules["teacher"] == old.sem_rules["student"] == "lrp0 (gradient x input)"
+    overridden = DistillConfig.from_dict(lrp.to_dict() | {"sem_map": "gradcam"})  # a preset's rules, another map
+    assert overridden.sem_rules == {"map": "gradcam", "teacher": "gradcam last", "student": "gradcam last"}
+    mixed = {"map": "lrp", "teacher": "lrp epsilon-plus-flat", "student": "lrp0 (gradient x input)"}
+    with pytest.raises(KDCoreError, match="different rules"):
+        DistillConfig(loss={"sem": 1.0}, sem_rules=mixed)
+    stale = {"map": "lrp", "teacher": "lrp epsilon-plus-flat-destrided", "student": "lrp epsilon-plus-flat-destrided"}
+    with pytest.raises(KDCoreError, match="is not the one sem map 'lrp' uses now"):
+        DistillConfig(loss={"sem": 1.0}, sem_rules=stale)

@@ -41,13 +41,16 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("composite", list(DESTRIDED))
-@pytest.mark.parametrize("name", ["teacher", "student", "mobilenetv2_035"])
+@pytest.mark.parametrize("name", ["teacher", "student", "mobilenetv2_035", "mobilenetv3_small_050"])
 def test_matches_zennit_on_real_mris(name, composite):
-    """Per image, at full resolution and at the sem loss's 32 x 32, the student set to the teacher."""
+    """Per image, at full resolution and at the sem loss's 32 x 32, the student set to the teacher (MobileNetV3:
+    squeeze-excitation gates, Hardswish)."""
     model, x = model_and_input(name)
     reference = lrp_map(model, x, composite=composite)
     ours = lrp_autograd(model, x, composite=composite)
-    assert ours.requires_grad and ours.shape == reference.shape
+    assert ours.shape == reference.shape
+    ours.sum().backward()  # trainable: first derivatives of the activations suffice
+    assert all(p.grad is not None for p in model.parameters())
     ours = ours.detach()
     assert cosine(ours, reference).min() >= 0.99
     assert cosine(resize_maps(ours, (32, 32)), resize_maps(reference, (32, 32))).min() >= 0.99
@@ -70,8 +73,9 @@ def test_gradcheck_in_the_parameters(composite):
     assert torch.autograd.gradcheck(lambda *_: lrp_autograd(model, x, torch.tensor([1, 2]), composite), params)
 
 
-@pytest.mark.parametrize("arch", ["test_resnet", "resnet10t", "mobilenetv2_050"])
+@pytest.mark.parametrize("arch", ["test_resnet", "resnet10t"])
 def test_relevance_sums_to_the_target_logit_without_biases(arch):
+    """On ResNets; on MobileNets z+ drops the relevance of units with no positive contribution, as zennit's does."""
     model = calibrated(timm.create_model(arch, num_classes=4, in_chans=1), 32, zero_biases=True).double()
     x = torch.randn(2, 1, 32, 32, dtype=torch.float64)
     relevance = lrp_autograd(model, x, 1).detach()
