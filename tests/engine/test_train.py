@@ -213,7 +213,7 @@ def test_host_sync_every_n_steps_keeps_the_numbers(data, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.compile of even test_resnet takes ~2 min on a "
-                    "2-core CPU (125 s measured), over this suite's 60 s budget per test; runs where CUDA is present")
+                    "2-core CPU (125 s measured), too long for the suite; runs where CUDA is present")
 def test_compiled_objective_trains(data, tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=8, seed=1, compile=True)
     final = run_to_end(fit(_objective(), data, cfg, tmp_path / "r", "test_resnet"))
