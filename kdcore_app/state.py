@@ -15,6 +15,8 @@ from kdcore.service import DEMO_DATA, ModelStore, RunRegistry
 IMAGE_TYPES = (".jpg", ".jpeg", ".png", ".dcm", ".dicom", ".nii", ".nii.gz")
 #: What the upload's label says it takes.
 FORMATS = "JPEG, PNG, DICOM, NIfTI"
+#: what the data fields of Rank, Distill and Benchmark accept
+DATA_HELP = "demo (the bundled demo set), a labelled folder on the server, or a Hub dataset id"
 #: Class ids (as the model configs hold them) -> the names the UI shows; ids not listed show as they are.
 DISPLAY_NAMES = {"notumor": "no tumour"}
 

@@ -10,7 +10,7 @@ import pandas as pd
 from kdcore.service import evaluate_models
 from kdcore_app.errors import user_errors
 from kdcore_app.figures import benchmark_figures
-from kdcore_app.state import AppState, display_name
+from kdcore_app.state import DATA_HELP, AppState, display_name
 
 
 class BenchmarkTab(NamedTuple):
@@ -50,7 +50,7 @@ def build(state: AppState) -> BenchmarkTab:
     with gr.Tab("Benchmark", id="benchmark"):
         with gr.Row():
             models = gr.CheckboxGroup(state.models(), value=["teacher", "student"], label="models")
-            data = gr.Textbox(state.data_dir, label="labelled data folder (one sub-folder per class)")
+            data = gr.Textbox(state.data_dir, label="data", info=DATA_HELP, elem_id="benchmark-data")
         run = gr.Button("Benchmark", variant="primary", elem_id="benchmark-run")
         all_columns = gr.Checkbox(False, label="all columns (architecture, per-class F1, FLOPs, temperature)",
                                   elem_id="benchmark-all-columns")

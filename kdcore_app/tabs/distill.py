@@ -18,7 +18,7 @@ from kdcore.rank.candidates import CANDIDATES
 from kdcore.service import data_note, zip_model
 from kdcore_app.errors import require, user_errors
 from kdcore_app.figures import curves_figure
-from kdcore_app.state import AppState
+from kdcore_app.state import DATA_HELP, AppState
 
 ABOUT = ("Distill the teacher into a new student. Runs belong to the server: they go on when this page is closed "
          "or reloaded, and every page lists them below (pick one to follow it). One run trains at a time; a second "
@@ -143,7 +143,7 @@ def _widgets(state: AppState) -> Widgets:
         images = gr.Number(base.train.max_images, label="image budget per epoch", precision=0, minimum=8,
                            elem_id="distill-images")
     data = gr.Textbox(state.data_dir, label="data", elem_id="distill-data",
-                      info="demo (the bundled demo set), a labelled folder on the server, or a Hub dataset id")
+                      info=DATA_HELP)
     note = gr.Markdown(data_note(state.data_dir), elem_id="distill-data-note")
     with gr.Accordion("Advanced: loss terms", open=False):
         gr.Markdown("The student minimises the weighted sum of these terms; a weight of 0 switches a term off.\n\n"

@@ -12,7 +12,7 @@ from kdcore.rank.proxies import BAR_P, BAR_TAU, PROXIES, VALIDATION, default_pro
 from kdcore.service import data_note, rank_students
 from kdcore_app.errors import user_errors
 from kdcore_app.figures import rank_figure
-from kdcore_app.state import AppState
+from kdcore_app.state import DATA_HELP, AppState
 
 ABOUT = ("Training-free ranking: each candidate architecture, at random initialisation, is scored by a proxy on "
          "one stratified batch (higher is better), without distilling it. Pick the proxy below; the limits drop "
@@ -88,7 +88,7 @@ def build(state: AppState) -> RankTab:
                                 info=f"default: {default} (see the note below)")
         with gr.Row():
             data = gr.Textbox(state.data_dir, label="data", elem_id="rank-data",
-                              info="demo (the bundled demo set), a labelled folder on the server, or a Hub dataset id")
+                              info=DATA_HELP)
             names = gr.Textbox("", label="candidates (comma-separated; empty: the whole registry)",
                                elem_id="rank-names")
             batch = gr.Number(64, label="batch size", precision=0, minimum=4, elem_id="rank-batch")
