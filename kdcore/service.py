@@ -171,7 +171,7 @@ def data_note(ref: str | None) -> str:
     """One Markdown line saying which data set a tab uses, and what accuracy on the demo set does not mean."""
     ref = (ref or "").strip()
     if ref in ("", DEMO_DATA):
-        return ("Data: **the bundled demo set** (120 slices from the validation side of the reference split, 30 per "
+        return ("Data: **the bundled demo set** (16 slices from the validation side of the reference split, 4 per "
                 "class). It shows the workflow; accuracy measured on it is *not* the models' accuracy (see their "
                 "model cards).")
     kind = "local data" if Path(ref).exists() else "Hub dataset"
