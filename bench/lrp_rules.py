@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from bench.report import command, md_table, relative, write
 from kdcore.data.augment import to_input
 from kdcore.data.dataset import decode_cached, load_records
-from kdcore.distill.losses import match_size
-from kdcore.explain import lrp_map
+from kdcore.explain import lrp_map, resize_maps
 from kdcore.explain.differentiable import gradient_x_input
 from kdcore.explain.lrp_autograd import DESTRIDED, lrp_autograd
 from kdcore.models import load_model
@@ -34,7 +33,7 @@ LOSS_SIZE = 32
 
 def cosines(a: torch.Tensor, b: torch.Tensor) -> dict[str, list[float]]:
     """Per-image cosine of maps ``(B, H, W)`` at full resolution and at the loss's resolution."""
-    small = [match_size(m.unsqueeze(1), (LOSS_SIZE, LOSS_SIZE)).flatten(1) for m in (a, b)]
+    small = [resize_maps(m.unsqueeze(1), (LOSS_SIZE, LOSS_SIZE)).flatten(1) for m in (a, b)]
     return {"full": F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1).tolist(),
             "loss": F.cosine_similarity(*small, dim=1).tolist()}
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from kdcore.data.imageio import InputSpec
 from kdcore.errors import KDCoreError
-from kdcore.explain import evaluating, student_map
+from kdcore.explain import evaluating, resize_maps, student_map
 from kdcore.explain.class_maps import relation_matrix
 
 if TYPE_CHECKING:
@@ -117,20 +117,11 @@ def feat_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor, distance: 
     raise ValueError(f"feat distance must be one of {FEAT_DISTANCES}, not {distance!r}")
 
 
-def match_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize ``(B, C, H, W)`` to ``size``: average pooling to shrink, bilinear interpolation to grow."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
-        return F.adaptive_avg_pool2d(x, size)
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
 def sem_loss(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
     """``1 - cos`` of the flattened explanation maps ``(B, H, W)`` and ``(B, h, w)``, both at the smaller size."""
     size = (min(student_map.shape[-2], teacher_map.shape[-2]), min(student_map.shape[-1], teacher_map.shape[-1]))
-    s = match_size(student_map.unsqueeze(1), size)
-    t = match_size(teacher_map.detach().unsqueeze(1).to(s.dtype), size)
+    s = resize_maps(student_map.unsqueeze(1), size)
+    t = resize_maps(teacher_map.detach().unsqueeze(1).to(s.dtype), size)
     return _flat_cosine_distance(s, t)
 
 
@@ -251,7 +242,7 @@ def _dist(d: Distiller, s: Step) -> torch.Tensor:
                lambda c: c.feat_distance, add_projector)
 def _feat(d: Distiller, s: Step) -> torch.Tensor:
     t = s.teacher["features"]
-    return feat_loss(d.projector(match_size(s.feats, tuple(t.shape[-2:]))), t, d.cfg.feat_distance)
+    return feat_loss(d.projector(resize_maps(s.feats, tuple(t.shape[-2:]))), t, d.cfg.feat_distance)
 
 
 @register_loss("sem", "1 - cos(vec M_s[y], vec M_t[y]), M = LRP | LRP-0 | Grad-CAM, one rule on both sides",

@@ -23,9 +23,8 @@ from torch import nn
 
 from kdcore.data.augment import to_input, warp
 from kdcore.data.imageio import InputSpec
-from kdcore.distill.losses import match_size
 from kdcore.errors import KDCoreError
-from kdcore.explain import map_rule, teacher_map
+from kdcore.explain import map_rule, resize_maps, teacher_map
 from kdcore.models import hash_weights
 from kdcore.paths import cache_dir
 
@@ -53,7 +52,7 @@ def cache_key(teacher: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, me
 def teacher_maps(teacher: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, map_size: int) -> torch.Tensor:
     """The teacher's explanation of ``target`` for ``x`` ``(B, C, S, S)``, pooled to ``(B, map_size, map_size)``."""
     maps = teacher_map(teacher, x, target, method).float()
-    return match_size(maps.unsqueeze(1), (map_size, map_size)).squeeze(1)
+    return resize_maps(maps, (map_size, map_size))
 
 
 def build_cache(

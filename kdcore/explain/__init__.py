@@ -14,7 +14,7 @@
 * :func:`evaluating` -- eval mode for a block, every module's own training flag restored after it.
 """
 
-from kdcore.explain._common import Target, evaluating
+from kdcore.explain._common import Target, evaluating, resize_maps
 from kdcore.explain.class_maps import class_maps
 from kdcore.explain.frame import Frame
 from kdcore.explain.gradcam import grad_cam
@@ -36,4 +36,4 @@ from kdcore.explain.render import map_scale, render_overlay
 
 __all__ = ["COMPOSITES", "METHODS", "PAIRED_MAPS", "Frame", "ImageExplanation", "Method", "Target", "class_maps",
            "evaluating", "explain", "explain_image", "get_method", "grad_cam", "lattice_factor", "localise", "lrp_map",
-           "map_rule", "map_scale", "render_overlay", "student_map", "teacher_map"]
+           "map_rule", "map_scale", "render_overlay", "resize_maps", "student_map", "teacher_map"]

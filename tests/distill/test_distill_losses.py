@@ -15,10 +15,10 @@ from kdcore.distill.losses import (
     dkd_loss,
     feat_loss,
     kd_loss,
-    match_size,
     rel_loss,
     sem_loss,
 )
+from kdcore.explain import resize_maps
 
 
 def test_registry_names_and_needs():
@@ -178,10 +178,10 @@ def test_rel_golden():
     assert rel_loss(f_s, f_t).item() == pytest.approx(1 - math.sqrt(2) / 2, abs=1e-6)  # (4 - 2 sqrt 2) / 4
 
 
-def test_match_size_pools_and_interpolates():
+def test_resize_maps_pools_and_interpolates():
     x = torch.arange(16.0).view(1, 1, 4, 4)
-    assert match_size(x, (2, 2)).flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
-    assert match_size(x, (8, 8)).shape == (1, 1, 8, 8)
+    assert resize_maps(x, (2, 2)).flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
+    assert resize_maps(x, (8, 8)).shape == (1, 1, 8, 8)
 
 
 def test_teacher_side_carries_no_gradient():
