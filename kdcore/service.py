@@ -279,13 +279,23 @@ class RunRegistry:
         """Stop run ``run_id`` (default: the session's live runs) and drop the session's queued ones; False when
         there was nothing to stop or drop."""
         with self._lock:
-            runs = [self._runs[run_id]] if run_id in self._runs else [
-                r for r in self._runs.values() if r.session == session]
-            live = [r for r in runs if not r.final]
+            live = [r for r in self._targets(session, run_id) if not r.final]
             for r in live:
                 r.stop.set()
             self._dropped[session] = self._queued[session]
             return bool(live) or self._queued[session] > 0
+
+    def settle(self, session: str, run_id: str = "", timeout: float = 600.0) -> bool:
+        """Wait until the runs :meth:`cancel` stops (same arguments) have ended; False if ``timeout`` s passed."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: all(r.final for r in self._targets(session, run_id) if r.stop.is_set()), timeout)
+
+    def _targets(self, session: str, run_id: str) -> list[Run]:
+        """Run ``run_id``, else the session's runs (call with the lock held)."""
+        if run_id in self._runs:
+            return [self._runs[run_id]]
+        return [r for r in self._runs.values() if r.session == session]
 
     def run(self, session: str, teacher: str, data: str, **options) -> Iterator[dict]:
         """Start the session's next queued run and :meth:`follow` it: distill the store's ``teacher`` on ``data``

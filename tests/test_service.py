@@ -90,6 +90,8 @@ def test_cancel_stops_the_running_run_and_drops_queued_ones_only(registry):
     _, running = start(registry, "s")
     registry.queued("s")  # a second click waits behind the first
     assert registry.cancel("s")
+    assert registry.settle("s", timeout=120)  # what the Cancel button waits for before it re-arms
+    assert registry.runs() == [] or all(r.final for r in registry.runs())
     assert [e["event"] for e in running][-1] == "stopped"  # the run ends itself
     assert next(registry.run("s", "teacher", ""))["event"] == "dropped"  # dropped at the front
     for session in ("s", "other"):  # a later run is not, nor another session's

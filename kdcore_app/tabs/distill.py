@@ -93,10 +93,14 @@ def build(state: AppState) -> DistillTab:
         return gr.Button("Cancel", interactive=True)
 
     def on_cancel(request: gr.Request, run_id: str | None):
-        if state.runs.cancel(request.session_hash, run_id or ""):
-            return gr.Button("Cancelling…", interactive=False)
-        gr.Info("No distillation to cancel.")
-        return gr.Button(interactive=False)
+        """"Cancelling…" until the run has ended, then the idle button: the last word whichever update lands last."""
+        if not state.runs.cancel(request.session_hash, run_id or ""):
+            gr.Info("No distillation to cancel.")
+            yield gr.Button(interactive=False)
+            return
+        yield gr.Button("Cancelling…", interactive=False)
+        state.runs.settle(request.session_hash, run_id or "")
+        yield gr.Button("Cancel", interactive=False)
 
     @user_errors
     def on_zip(name: str):
