@@ -60,6 +60,28 @@ PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("5b-diswot+lrp", "3-dis
          ("4-thesis@w0.1", "2-kd"), ("4-thesis@w0.1", "1-alone"),  # the thesis at its tuned weights
          ("4-thesis@perstep", "4-thesis"), ("4-thesis@perstep", "2-kd"))  # and with per-step teacher maps
 METRICS = ("accuracy", "macro_f1")
+#: The thesis's claims, each with the comparison A - B that tests it (a positive difference supports it)
+CLAIMS = (("KD helps the student over training it alone", "2-kd", "1-alone"),
+          ("The thesis's configuration beats plain KD", "4-thesis", "2-kd"),
+          ("The thesis's configuration beats the student trained alone", "4-thesis", "1-alone"),
+          ("LRP maps beat Grad-CAM maps as the semantic signal", "5b-diswot+lrp", "3-diswot"),
+          ("Cosine similarity beats L2 for feature alignment", "5a-diswot+cosine", "3-diswot"))
+
+
+def verdict(d: dict) -> str:
+    """A claim's verdict from its paired difference over seeds (``paired_over_seeds``): supported or contradicted
+    when the 95% t-interval lies above or below zero, else not shown."""
+    if not d["ci95"]:
+        return "not tested (one seed)"
+    lo, hi = d["ci95"]
+    if lo > 0:
+        return "supported"
+    return "contradicted (it lowers accuracy)" if hi < 0 else "not shown (the interval spans 0)"
+
+
+def scores(cell: dict) -> dict:
+    """The scores a cell is judged by: its final epoch's where recorded, else its best epoch's (older cells)."""
+    return cell.get("final", cell)
 
 
 def _fmt_diff(d: dict) -> str:
@@ -114,12 +136,13 @@ def run_cell(a: argparse.Namespace, student: str, config: str, seed: int, val: T
     final = logged_run(out, cfg.train.epochs) or run_to_end(run(cfg, a.data, out, resume=has_checkpoint(out),
                                                                 split=a.split))
     wall = time.perf_counter() - t0
-    scores = val_scores(final["best_dir"], val)
+    best, last = val_scores(final["best_dir"], val), val_scores(final["last_dir"], val)
     hist = final["history"]
-    cell = {"settings": cell_settings(a), "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
-            "best_epoch": final["best"]["epoch"],
+    cell = {"settings": cell_settings(a), "accuracy": best["accuracy"], "macro_f1": best["macro_f1"],
+            "final": last, "curve": [h["val_accuracy"] for h in hist], "best_epoch": final["best"]["epoch"],
+            "sem_rules": json.loads((out / "config.json").read_text())["distill"].get("sem_rules"),
             "images_per_s": statistics.mean(h["images_per_s"] for h in hist),
-            "train_time_s": sum(h["epoch_time_s"] for h in hist), "wall_time_s": wall, "pred": scores["pred"],
+            "train_time_s": sum(h["epoch_time_s"] for h in hist), "wall_time_s": wall, "pred": best["pred"],
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
     (out / "cell.json").write_text(json.dumps(cell))
     return cell
@@ -130,13 +153,14 @@ def logged_run(out: Path, epochs: int) -> dict | None:
     best model is exported (a finished run, e.g. a cell cut after training and packed back without its checkpoint);
     None for a run that has epochs to go."""
     log = out / "metrics.jsonl"
-    if not (out / "best" / "model.safetensors").is_file() or not log.is_file():
+    if not all((out / m / "model.safetensors").is_file() for m in ("best", "last")) or not log.is_file():
         return None
     history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     if len(history) < epochs:
         return None
     best = max(history, key=lambda h: h["val_accuracy"])  # the first best epoch, as ``fit`` exports it
-    return {"best_dir": str(out / "best"), "best": {"epoch": best["epoch"]}, "history": history}
+    return {"best_dir": str(out / "best"), "last_dir": str(out / "last"), "best": {"epoch": best["epoch"]},
+            "history": history}
 
 
 def cell_dir(a: argparse.Namespace, student: str, config: str, seed: int) -> Path:
@@ -183,9 +207,26 @@ def load_cell(a: argparse.Namespace, student: str, config: str, seed: int) -> di
     return cell
 
 
+def caveats(res: dict) -> list[str]:
+    """What the table's cells cannot show, from what they record: LRP cells made before one rule was used on both
+    sides of ``sem``, and cells made on a split that was not recorded (the older, leaking one)."""
+    out = []
+    lrp = [c for key, c in res["cells"].items() if variant(key.split("/")[1])[1].get("sem_map") == "lrp"]
+    if any(c.get("sem_rules") is None for c in lrp):
+        out.append("- The LRP cells (4, 5b) record no `sem` rule: they were made before both sides of `sem` used one "
+                   "rule, when the teacher's EpsilonPlusFlat map was compared with the student's gradient x input "
+                   "map. They do not test the thesis's LRP supervision as it is meant.")
+    if "split" not in res["settings"]:
+        out.append("- The cells record no split: they were made on the older split, whose validation side holds "
+                   "mirrored copies of training images, so every accuracy here is inflated.")
+    return ["", *out] if out else []
+
+
 def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
-    """The summary (means, paired differences, tuning grid), the report's title and its body."""
+    """The summary (verdicts, means, paired differences, tuning grid), the report's title and its body."""
     cells, s = res["cells"], res["settings"]
+    final = all("final" in c for c in cells.values())
+    scored = "final epoch" if final else "best epoch, chosen on validation"
     title = (f"Distillation ablation ({s['size']} px, {s['epochs']} epochs, {s['max_images'] or 'all'} images/epoch, "
              f"seeds {s['seeds']}, teacher cache {'on' if s.get('teacher_cache', True) else 'off'})")
     summary, rows = {}, []
@@ -196,32 +237,34 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
             cpu = res.get("throughput", {}).get(f"{student}/{config}")
             if not done:
                 if cpu:
-                    rows.append([student, config, 0, "-", "-", "-", "-", "-", f"{cpu:.0f}"])
+                    rows.append([student, config, 0, "-", "-", "-", "-", "-", "-", f"{cpu:.0f}"])
                 continue
             summary[student][config] = {
-                "n": len(done), "accuracy": [r["accuracy"] for r in done], "macro_f1": [r["macro_f1"] for r in done],
+                "n": len(done), **{m: [scores(r)[m] for r in done] for m in METRICS},
+                "best_epoch_accuracy": [r["accuracy"] for r in done],
                 "devices": sorted({r.get("device", "cpu") for r in done}),
                 "images_per_s": statistics.mean(r["images_per_s"] for r in done),
                 "train_time_s": statistics.mean(r["train_time_s"] for r in done), "cpu_images_per_s": cpu}
             c = summary[student][config]
             rows.append([student, config, len(done), mean_std(c["accuracy"]), mean_std(c["macro_f1"]),
-                         ", ".join(c["devices"]), f"{c['train_time_s']:.0f}", f"{c['images_per_s']:.0f}",
-                         f"{cpu:.0f}" if cpu else "-"])
-    lines = ["Scores: each run's best epoch, chosen on the same validation images (so optimistic, for every "
-             "configuration alike).", "",
-             *md_table(["student", "config", "n", "val accuracy (best epoch)", "val macro-F1 (best epoch)",
-                        "trained on", "train time (s)", "images/s there", "images/s on this CPU"], rows)]
+                         mean_std(c["best_epoch_accuracy"]) if final else "(same)", ", ".join(c["devices"]),
+                         f"{c['train_time_s']:.0f}", f"{c['images_per_s']:.0f}", f"{cpu:.0f}" if cpu else "-"])
+    table = ["", f"Scores: each run's {scored}" + ("" if final else " (so optimistic, for every configuration "
+                                                   "alike)") + ".", "",
+             *md_table(["student", "config", "n", f"val accuracy ({scored})", f"val macro-F1 ({scored})",
+                        "val accuracy, best epoch (chosen on validation)", "trained on", "train time (s)",
+                        "images/s there", "images/s on this CPU"], rows)]
     if res.get("throughput"):
-        lines += ["", f"images/s on this CPU: {torch.get_num_threads()} threads, steps 2 to N of one epoch at the "
+        table += ["", f"images/s on this CPU: {torch.get_num_threads()} threads, steps 2 to N of one epoch at the "
                       "same settings (`--throughput-steps N`), teacher caches built beforehand; 'images/s there': "
-                      "each cell's training (on a shared GPU, 3-17 processes at once)."]
-    rows = []
+                      "each cell's training."]
+    rows, verdicts = [], []
     for student in s["students"]:
         for a_cfg, b_cfg in PAIRS:
             seeds = [sd for sd in s["seeds"] if all(f"{student}/{c}/{sd}" in cells for c in (a_cfg, b_cfg))]
             if not seeds:
                 continue
-            a_cells, b_cells = ([cells[f"{student}/{c}/{sd}"] for sd in seeds] for c in (a_cfg, b_cfg))
+            a_cells, b_cells = ([scores(cells[f"{student}/{c}/{sd}"]) for sd in seeds] for c in (a_cfg, b_cfg))
             over_seeds = {m: paired_over_seeds(np.array([c[m] for c in a_cells]), np.array([c[m] for c in b_cells]))
                           for m in METRICS}
             boot = paired_bootstrap(np.array([c["pred"] for c in a_cells]), np.array([c["pred"] for c in b_cells]),
@@ -230,7 +273,16 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
             rows.append([student, f"({a_cfg}) - ({b_cfg})", len(seeds),
                          *(_fmt_over_seeds(over_seeds[m]) for m in METRICS),
                          *(_fmt_diff(boot[m]) for m in METRICS)])
-    lines += ["", "Paired differences A - B of the best-epoch validation scores (chosen on validation). Primary: the "
+        for claim, a_cfg, b_cfg in CLAIMS:
+            if (d := summary[student].get(f"{a_cfg} vs {b_cfg}")) is not None:
+                v = verdict(d["over_seeds"]["accuracy"])
+                summary[student].setdefault("verdicts", {})[claim] = v
+                verdicts.append([student, claim, f"{a_cfg} - {b_cfg}", _fmt_over_seeds(d["over_seeds"]["accuracy"]),
+                                 f"**{v}**"])
+    lines = [f"Verdicts on the thesis's claims, from the mean paired difference in validation accuracy ({scored}) "
+             "over seeds and its 95% t-interval:", *caveats(res), "",
+             *md_table(["student", "claim", "comparison", "Δ accuracy [95% t-CI], p", "verdict"], verdicts), *table]
+    lines += ["", f"Paired differences A - B of the {scored} validation scores. Primary: the "
                   "mean over seeds of the per-seed difference, its 95% t-interval (t with n - 1 degrees of freedom) "
                   "and the two-sided sign-flip permutation p-value over seeds (exact: all 2^n sign patterns; with "
                   "5 seeds it cannot fall below 0.0625; not corrected for the number of comparisons). Secondary: the "
@@ -242,10 +294,10 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
         rows = []
         for key in tuned:
             student, config, seed = key.split("/")
-            c, base = cells[key], cells.get(f"{student}/{variant(config)[0]}/{seed}")
+            c, base = scores(cells[key]), cells.get(f"{student}/{variant(config)[0]}/{seed}")
             summary.setdefault("tuning", {})[key] = {"accuracy": c["accuracy"], "macro_f1": c["macro_f1"]}
             rows.append([student, config, seed, f"{c['accuracy']:.4f}", f"{c['macro_f1']:.4f}",
-                         f"{base['accuracy']:.4f}" if base else "-"])
+                         f"{scores(base)['accuracy']:.4f}" if base else "-"])
         lines += ["", "Variants: the tuning grid (the same small effort for every KD configuration, chosen on "
                       "validation) and `@perstep` "
                       "(the teacher's outputs on every augmented batch instead of the cache); validation accuracy of "
@@ -298,9 +350,12 @@ def main(argv: list[str] | None = None) -> int:
                         "device": "cuda" if torch.cuda.is_available() else "cpu"})
     if a.report and "val_labels" in previous:  # the saved cells' own labels: the report needs no data
         y, class_names = np.array(previous["val_labels"]), previous["class_names"]
+        if "split" in previous["settings"]:
+            res["settings"]["split"] = previous["settings"]["split"]
     else:
         data = load_train_data(a.data, a.size, a.split)
         y, class_names = data.val.labels.numpy(), data.class_names
+        res["settings"]["split"] = Path(data.split_path).name
         if previous.get("val_labels", y.tolist()) != y.tolist():
             sys.exit(f"{json_path} holds cells of another validation set: choose another --out")
         if a.only:

@@ -87,7 +87,7 @@ def cmd_pack(a: argparse.Namespace) -> int:
 def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="resnet18", help="timm architecture")
     p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, best/)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, best/, last/)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--split", default=None, help=SPLIT_HELP)
     p.add_argument("--size", type=int, default=128)
@@ -102,6 +102,16 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None, help="start from this model folder's weights (fine-tuning)")
     p.add_argument("--config", default=None,
                    help="JSON file whose \"train\" entry sets the training config (e.g. a run's config.json)")
+
+
+def print_trained(final: dict) -> None:
+    """A finished training's two exported models: the final epoch's and the best epoch's (chosen on validation)."""
+    if final.get("event") != "done":
+        return
+    last, best = final["last"], final["best"]
+    print(f"final epoch {last['epoch'] + 1}: val accuracy {last['accuracy']:.4f} -> {final['last_dir']}\n"
+          f"best epoch {best['epoch'] + 1} (chosen on validation): val accuracy {best['accuracy']:.4f} -> "
+          f"{final['best_dir']}\ntrain time {final['train_time_s'] / 60:.1f} min")
 
 
 def drive(events, quiet: bool = False) -> dict:
@@ -153,9 +163,7 @@ def cmd_train_teacher(a: argparse.Namespace) -> int:
     objective = Supervised(model, cfg.label_smoothing)
     final = drive(fit(objective, data, cfg, a.out, a.arch, resume=a.resume, device=a.device,
                       summary={"objective": "supervised (teacher)", "init": a.init}))
-    if final.get("event") == "done":
-        print(f"best val accuracy {final['best']['accuracy']:.4f} (epoch {final['best']['epoch']}), "
-              f"train time {final['train_time_s'] / 60:.1f} min -> {final['best_dir']}")
+    print_trained(final)
     return 0
 
 
@@ -234,7 +242,8 @@ def _args_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default=None, help=f"model folder, {run.teacher} (bundled) or hf-hub:OWNER/NAME")
     p.add_argument("--student", default=None, help=f"timm architecture of the new student (default: {run.student})")
     p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True, help="run folder (config.json, checkpoints, metrics.jsonl, best/)")
+    p.add_argument("--out", required=True,
+                   help="run folder (config.json, checkpoints, metrics.jsonl, best/, last/)")
     p.add_argument("--config", default=None, help="JSON config (e.g. an earlier run's config.json)")
     p.add_argument("--preset", default=None, choices=list(PRESETS),
                    help="named starting config; short: <= 5 min on 2 CPU cores")
@@ -275,9 +284,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
             yield e
 
     final = drive(announce(run(cfg, a.data, a.out, resume=a.resume, device=a.device, split=a.split)))
-    if final.get("event") == "done":
-        print(f"best val accuracy {final['best']['accuracy']:.4f} (epoch {final['best']['epoch']}), "
-              f"train time {final['train_time_s'] / 60:.1f} min -> {final['best_dir']}")
+    print_trained(final)
     return 0
 
 

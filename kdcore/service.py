@@ -416,7 +416,7 @@ class RunRegistry:
         status = last["event"]
         run.error = last.get("error")
         if status == "done":
-            self.store.add(last["name"], last["best_dir"])
+            self.store.add(last["name"], last["last_dir"])
             run.result = {k: v for k, v in last.items() if k != "history"}
         if status == "done" or (status == "stopped" and has_checkpoint(run.out)):
             run.save(status)
@@ -469,7 +469,7 @@ class RunRegistry:
                 run.status = "interrupted"
                 run.save()
             if run.status == "done" and run.result:
-                self.store.add(f"distilled/{run.id}", run.result["best_dir"])
+                self.store.add(f"distilled/{run.id}", run.result.get("last_dir", run.result["best_dir"]))
             self._runs[run.id] = run
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from kdcore.errors import KDCoreError
 from kdcore.models import WEIGHTS, resolve_model_path
 from kdcore.models.hub import MODEL_FILES, _repo_id
+from kdcore_app.measured import REPORTS, RESULTS_DIR
 
 ENTRY_POINT = '"""The Space\'s entry point: kdcore\'s Gradio app on the bundled models."""\n\n' \
               "from kdcore_app import launch\n\nlaunch()\n"
@@ -36,7 +37,8 @@ def assemble_space(
     models: Sequence[str] = (),
 ) -> Path:
     """Write ``app.py``, the installed ``kdcore`` and ``kdcore_app`` packages (``teacher``/``student`` as the
-    bundled models), ``requirements.txt`` and the Space card (``models`` listed in its front matter if given)."""
+    bundled models), the measured reports the Benchmark tab shows (``bench/results``, where this install has them),
+    ``requirements.txt`` and the Space card (``models`` listed in its front matter if given)."""
     from huggingface_hub import SpaceCard
 
     out = Path(out_dir)
@@ -58,6 +60,11 @@ def assemble_space(
             for f in MODEL_FILES:
                 if (src / f).is_file():
                     shutil.copyfile(src / f, dest / f)
+    reports = out / "bench" / "results"
+    for name in REPORTS.values():
+        if (RESULTS_DIR / f"{name}.md").is_file():
+            reports.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(RESULTS_DIR / f"{name}.md", reports / f"{name}.md")
     template = _package_dir("kdcore_app") / "space_template"
     (out / "app.py").write_text(ENTRY_POINT)
     shutil.copyfile(template / "requirements.txt", out / "requirements.txt")

@@ -32,10 +32,10 @@ Sharing the GPU (an 80 GiB H100 with 16 CPU cores):
   ``sem(lrp)`` jobs took 357-369 s and the Grad-CAM ones 194-197 s; 3 Grad-CAM jobs alone took 102-106 s. Fewer
   processes at once finish each sooner at about the same total rate, so the cells that must end go first, few at
   a time.
-- A cell cut after its last epoch comes back with its best weights alone (about 1.6 MB for mobilenetv2_035: 0.40 M
-  fp32 parameters), from which ``python -m bench.distill_ablation --only`` writes its ``cell.json`` without
-  training; a cell cut earlier brings its checkpoint (14.5 MB for mobilenetv2_035: the projector's optimizer state,
-  and the best weights), which ``--resume`` takes back to a GPU.
+- A cell cut after its last epoch comes back with its best and final weights alone (about 1.6 MB each for
+  mobilenetv2_035: 0.40 M fp32 parameters), from which ``python -m bench.distill_ablation --only`` writes its
+  ``cell.json`` without training; a cell cut earlier brings its checkpoint (14.5 MB for mobilenetv2_035: the
+  projector's optimizer state, and the best weights), which ``--resume`` takes back to a GPU.
 
 Run it with the timm and zennit of ``requirements.txt``: timm 1.0.29 writes no ``model_args`` into ``config.json``,
 so a saved width variant (``resnet10t_w20``) would not load.
@@ -296,7 +296,7 @@ def pack_results(out: Path, runs: Path, part_mb: int = 15, budget_mb: int = 58,
     parts of ``part_mb``; then the cut ablation cells, furthest first, each that keeps the tar within ``budget_mb``
     (an upload limit): their checkpoints and best weights, which ``python -m bench.distill_ablation --only`` resumes
     wherever the cell's folder is put back (``--resume`` here), or, for a cell cut after its last epoch, its best
-    weights alone, from which ``--only`` writes ``cell.json``."""
+    and final weights alone, from which ``--only`` writes ``cell.json``."""
     keep = ("metrics.jsonl", "config.json", "cell.json", "result.json", "README.md", "model.safetensors", ".log")
     tar_path = out / "results.tar"
     with tarfile.open(tar_path, "w") as tar:
@@ -311,8 +311,8 @@ def pack_results(out: Path, runs: Path, part_mb: int = 15, budget_mb: int = 58,
                 continue  # weights: only the shipped-student candidates' best models
             tar.add(f, arcname=f"runs/{rel}")
         for cell in cut_cells(runs):
-            files = [cell / "best" / "model.safetensors"]
-            if not trained_out(cell):
+            files = [cell / "best" / "model.safetensors", cell / "last" / "model.safetensors"]
+            if not trained_out(cell) or not files[1].is_file():
                 files += [cell / "checkpoint.safetensors", cell / "checkpoint.json"]
             files = [f for f in files if f.is_file()]
             if tar.offset + sum(f.stat().st_size + 1024 for f in files) > budget_mb << 20:

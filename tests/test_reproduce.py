@@ -71,6 +71,8 @@ def test_outputs_summary_and_commands(runs):
     for m in ("teacher", "student"):
         r = summary["models"][m]
         assert 0 <= r["accuracy"] <= 1 and r["temperature"] > 0
+        last = json.loads((out / m / "metrics.jsonl").read_text().splitlines()[-1])
+        assert r["final_accuracy"] == last["val_accuracy"] and r["epochs"] == last["epoch"] + 1
         folder = out / m / "best"
         assert (folder / "README.md").is_file() and "calibration" in read_config(folder)["kdcore"]
         assert (out / "eval" / f"{m}.json").is_file() and (out / "calibration" / f"{m}.json").is_file()
@@ -125,3 +127,20 @@ def test_commands_sh_trains_with_the_same_configs(runs, tmp_path):
         assert main(argv) == 0
         again, original = (json.loads((Path(d) / "config.json").read_text()) for d in (tmp_path / verb, run_dir))
         assert again["train"] == original["train"] and again["arch"] == original["arch"]
+
+
+@pytest.mark.slow
+def test_bench_report_of_a_finished_reproduction_trains_nothing(runs, tiny_data, tmp_path):
+    from bench import reproduce as bench_reproduce
+
+    out, _ = runs
+    log = (out / "student" / "metrics.jsonl").read_text()
+    report = tmp_path / "r"
+    assert bench_reproduce.main(["--data", str(tiny_data), "--runs", str(out), "--preset", "tiny",
+                                 "--out", str(report)]) == 0
+    assert (out / "student" / "metrics.jsonl").read_text() == log  # resumed: every stage was done
+    md = report.with_suffix(".md").read_text()
+    assert md.startswith("# Reproduction of both models, preset `tiny`") and "final epoch" in md
+    assert "python -m kdcore train-teacher" in md
+    res = json.loads(report.with_suffix(".json").read_text())
+    assert res["command"].startswith("python -m bench.reproduce") and set(res["models"]) == {"teacher", "student"}

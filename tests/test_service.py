@@ -21,7 +21,8 @@ def fake_run(cfg, data, out, resume: bool = False, stop: threading.Event | None 
     if cfg.student == "no_such_net":
         raise KDCoreError("unknown architecture 'no_such_net'")
     if cfg.train.epochs == 1:
-        yield {"event": "done", "best_dir": str(out / "best"), "best": {"accuracy": 0.5}, "resumed": resume}
+        yield {"event": "done", "best_dir": str(out / "best"), "last_dir": str(out / "last"),
+               "best": {"accuracy": 0.5}, "resumed": resume}
         return
     while not stop.is_set():
         yield {"event": "step"}
@@ -64,7 +65,7 @@ def test_a_run_has_a_readable_name_its_folder_and_an_honest_result(registry, tmp
     done = rest[-1]
     assert [e["event"] for e in rest] == ["running", "compare", "done"]
     assert done["name"] == f"distilled/{first['run']}" and done["name"] in registry.store.names()
-    assert registry.store.ref(done["name"]) == str(first["out"] / "best")
+    assert registry.store.ref(done["name"]) == str(first["out"] / "last")
     assert done["total_s"] >= 0 and done["reference"] == {"teacher": 0.9, "student": 0.8}
     assert json.loads((first["out"] / RUN_FILE).read_text())["status"] == "done"
     again, _ = start(registry, "s", epochs=1, loss={"ce": 1.0, "kd": 1.0})  # a rerun gets a suffix

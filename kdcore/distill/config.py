@@ -20,14 +20,14 @@ from kdcore.explain import PAIRED_MAPS, map_rule
 #: the explanation maps the ``sem`` term can compare (each made by one rule on both sides)
 SEM_MAPS = PAIRED_MAPS
 
-#: Named starting points. ``short``: a small student at 64 px on a subset, <= 5 min on 2 CPU cores; no augmentation
-#: (10 short epochs do not over-fit, and the cached clean-view teacher logits then match the input exactly).
+#: Named starting points. ``short`` (the app's Distill default): the bundled student's architecture at 80 px, 60
+#: epochs with the MRI augmentation and a warmed-up weight average, ``ce + kd`` from the cached teacher logits; about
+#: 4.5 min on 2 CPU cores (docs/distill.md: "Presets and the short run", measured by ``bench.short_preset``).
 PRESETS: dict[str, dict] = {
     "short": {
-        "student": "mobilenetv2_035",
-        "size": 64,
-        "train": {"epochs": 10, "batch_size": 64, "lr": 4e-3, "max_images": 3072, "warmup_epochs": 0.5,
-                  "augment": {"enabled": False}},
+        "student": "resnet10t_w20",
+        "size": 80,
+        "train": {"epochs": 60, "batch_size": 64, "lr": 4e-3, "warmup_epochs": 6.0, "ema": 0.998},
         "distill": {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 4.0},
     },
 }

@@ -4,9 +4,12 @@
 :class:`~kdcore.data.pack.TrainData` and yields progress events, so the CLI draws a progress bar, the app draws live
 curves, and either can stop it between steps. Per epoch it writes an atomic checkpoint (``--resume`` continues
 from the last whole epoch, bit for bit: every epoch's shuffling and augmentation are drawn from
-``seed`` and the epoch number), a line of ``metrics.jsonl``, and the best model as a model folder ``best/``.
-With ``ema`` > 0 the student's exponential moving average (timm's ``ModelEmaV3``, updated every step) is what is
-validated and exported.
+``seed`` and the epoch number), a line of ``metrics.jsonl``, and the best model as a model folder ``best/``
+(the epoch of the highest validation accuracy: a choice made on validation); after the last epoch the final model
+also goes to ``last/`` (no choice made on validation).
+With ``ema`` > 0 the student's exponential moving average (timm's ``ModelEmaV3``, updated every step, its decay
+warmed up as ``1 - (1 + step)^(-2/3)`` until it reaches ``ema``, so that the first weights fade out of a short run)
+is what is validated and exported.
 The device path: ``amp="bf16"`` runs the forward pass under bfloat16 autocast, ``compile`` wraps the objective in
 ``torch.compile``; the per-step sums stay on the device and reach the host at an epoch's first step and every
 ``log_every`` steps (a ``step`` event between two syncs repeats the last synced loss and accuracy), so the
@@ -188,7 +191,7 @@ def _setup(objective: Objective, data: TrainData, cfg: TrainConfig, run_dir: Pat
     spec = InputSpec(size=data.size, channels=1, mean=cfg.mean, std=cfg.std)
     objective.to(env.device, memory_format=torch.channels_last)  # ~15% faster convolutions on CPU (oneDNN)
     opt = _optimizer(objective, cfg)
-    ema = ModelEmaV3(objective.student, decay=cfg.ema) if cfg.ema > 0 else None
+    ema = ModelEmaV3(objective.student, decay=cfg.ema, use_warmup=True) if cfg.ema > 0 else None
     run_config = {"arch": arch, "train": cfg.to_dict(), "data": data.data_source, "split": data.split_path,
                   "size": data.size, "world_size": env.world} | (summary or {})
     run = _Run(objective=objective, model=objective, opt=opt, ema=ema, env=env, cfg=cfg, data=data,
@@ -225,9 +228,10 @@ def _resume(run: _Run) -> None:
 
 
 def _train_step(
-    run: _Run, gidx: torch.Tensor, gen: torch.Generator, lr: float
+    run: _Run, gidx: torch.Tensor, gen: torch.Generator, lr: float, step: int
 ) -> tuple[torch.Tensor, list[str], torch.Tensor, int]:
-    """One optimizer step at learning rate ``lr`` on this rank's share of the global batch ``gidx`` ``(B,)``.
+    """Optimizer step ``step`` (counted over the run) at learning rate ``lr`` on this rank's share of the global
+    batch ``gidx`` ``(B,)``.
 
     Returns ``[loss, *terms]`` averaged over the ranks ``(1 + T,)``, the term names, this rank's count of correct
     predictions (a 0-d tensor on the device: no host sync) and of images.
@@ -250,7 +254,7 @@ def _train_step(
     loss.backward()
     run.opt.step()
     if run.ema is not None:
-        run.ema.update(run.objective.student)
+        run.ema.update(run.objective.student, step=step + 1)  # decay warms up, so short runs average too
     vals = env.mean(torch.stack([loss.detach()] + [t.detach() for t in terms.values()]))
     return vals, list(terms), (logits.argmax(1) == y).sum(), len(y)
 
@@ -272,7 +276,8 @@ def _train_epoch(run: _Run, epoch: int, stop: threading.Event | None) -> Generat
             yield {"event": "stopped", "epoch": epoch, "step": step}
             return None
         gidx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        vals, names, ok, seen = _train_step(run, gidx, gen, lr_at(epoch * steps + step, total, warmup, cfg.lr))
+        vals, names, ok, seen = _train_step(run, gidx, gen, lr_at(epoch * steps + step, total, warmup, cfg.lr),
+                                            epoch * steps + step)
         sums = vals.double() if sums is None else sums + vals.double()
         correct += ok
         stats.seen, stats.images = stats.seen + seen, stats.images + len(gidx)
@@ -316,7 +321,7 @@ def _end_epoch(run: _Run, epoch: int, record: dict) -> None:
     if not run.env.main:
         return
     if improved:
-        _export(run)
+        _export(run, "best", run.best)
     state = {k: v for k, v in run.objective.state_dict().items() if not k.startswith("teacher.")}
     if run.ema is not None:
         state |= {f"ema.{k}": v for k, v in run.ema.module.state_dict().items()}
@@ -325,19 +330,21 @@ def _end_epoch(run: _Run, epoch: int, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _export(run: _Run) -> None:
-    """Save the validated model as the model folder ``best/``, with the run's summary in its config."""
+def _export(run: _Run, folder: str, scores: dict) -> None:
+    """Save the validated model as the model folder ``folder`` (``best`` or ``last``) of the run, with the run's
+    summary in its config; ``scores`` (``{"accuracy", "macro_f1", "epoch"}``) are that epoch's validation scores."""
     cfg, data = run.cfg, run.data
     summary = {
-        "val_metrics": {"accuracy": run.best["accuracy"], "macro_f1": run.best.get("macro_f1")},
-        "best_epoch": run.best.get("epoch"), "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
+        "val_metrics": {"accuracy": scores["accuracy"], "macro_f1": scores.get("macro_f1")},
+        "exported": folder, "epoch": scores.get("epoch"), "best_epoch": run.best.get("epoch"), "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size, "lr": cfg.lr,
         "seed": cfg.seed, **({"ema": cfg.ema} if cfg.ema else {}),
         "train_images": len(data.train), "val_images": len(data.val),
         "split": Path(data.split_path).name, "train_time_s": round(sum(h["epoch_time_s"] for h in run.history), 1),
         **{k: v for k, v in run.run_config.items() if k in ("objective", "teacher", "loss")},
         **run.objective.extra_summary(),
     }
-    save_model(run.validated, run.run_dir / "best", ModelInfo(run.arch, data.class_names, run.spec, summary))
+    save_model(run.validated, run.run_dir / folder, ModelInfo(run.arch, data.class_names, run.spec, summary))
 
 
 def fit(
@@ -353,7 +360,8 @@ def fit(
 ) -> Iterator[dict]:
     """Train ``objective`` and yield events: ``{"event": "step"|"epoch"|"done"|"stopped", ...}``.
 
-    The last event, ``done``, carries ``best_dir`` (the exported model folder) and the best validation metrics.
+    The last event, ``done``, carries ``best_dir`` and ``last_dir`` (the exported model folders) and their
+    validation metrics (``best``, ``last``: ``{"accuracy", "macro_f1", "epoch"}``).
     """
     run = _setup(objective, data, cfg, Path(run_dir), arch, resume, device, summary)
     t_run = time.perf_counter()
@@ -367,8 +375,13 @@ def fit(
         _end_epoch(run, epoch, record)
         yield {"event": "epoch", **record, "best_accuracy": run.best["accuracy"]}
     if run.env.main and not (run.run_dir / "best").exists():
-        _export(run)
-    yield {"event": "done", "best_dir": str(run.run_dir / "best"), "best": run.best,
+        _export(run, "best", run.best)
+    h = run.history[-1]
+    last = {"accuracy": h["val_accuracy"], "macro_f1": h["val_macro_f1"], "epoch": h["epoch"]}
+    if run.env.main and not (run.run_dir / "last").exists():
+        _export(run, "last", last)
+    yield {"event": "done", "best_dir": str(run.run_dir / "best"), "last_dir": str(run.run_dir / "last"),
+           "best": run.best, "last": last,
            "train_time_s": sum(h["epoch_time_s"] for h in run.history), "history": run.history,
            "wall_time_s": time.perf_counter() - t_run, "images": images}
 

@@ -53,6 +53,7 @@ scaled to [0, 1], normalised with mean {spec.mean} and std {spec.std}.
 
 ## Validation metrics
 {_metrics_table(metrics)}
+{_epoch_note(summary)}
 {_profile_section(summary.get("profile", {}))}
 ## Training
 | field | value |
@@ -80,6 +81,17 @@ def _metrics_table(metrics: dict) -> str:
         return "Not evaluated yet."
     return "| metric | value |\n|---|---|\n" + "\n".join(
         f"| {k} | {v:,} |" if isinstance(v, int) else f"| {k} | {v:.4g} |" for k, v in flat.items())
+
+
+def _epoch_note(summary: dict) -> str:
+    """Which epoch's weights these are: the final one, or the best on the same validation images."""
+    epoch, epochs = summary.get("epoch", summary.get("best_epoch")), summary.get("epochs")
+    if epoch is None or not epochs:
+        return ""
+    if summary.get("exported") == "last":
+        return f"The weights and scores of the final epoch ({epoch + 1} of {epochs}).\n"
+    return (f"The weights of epoch {epoch + 1} of {epochs}, the best on these validation images: chosen on them, "
+            "so the scores are optimistic.\n")
 
 
 def _profile_section(profile: dict) -> str:

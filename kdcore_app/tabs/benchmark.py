@@ -10,6 +10,7 @@ import pandas as pd
 from kdcore.service import evaluate_models
 from kdcore_app.errors import user_errors
 from kdcore_app.figures import benchmark_figures
+from kdcore_app.measured import REPORTS, report_markdown
 from kdcore_app.state import DATA_HELP, AppState, display_name
 
 
@@ -57,6 +58,11 @@ def build(state: AppState) -> BenchmarkTab:
         table = gr.Dataframe(label="results", interactive=False, wrap=True, elem_id="benchmark-table")
         plots = [gr.Plot(), gr.Plot(), gr.Plot()]
         last = gr.State()
+        with gr.Accordion("Measured figures: what the project has measured, with seed-level intervals", open=False):
+            first = next(iter(REPORTS))
+            report = gr.Dropdown(list(REPORTS), value=first, label="report", elem_id="benchmark-report")
+            shown = gr.Markdown(report_markdown(first), elem_id="benchmark-report-text")
     run.click(on_benchmark, [models, data, all_columns], [table, *plots, last], api_name="benchmark")
     all_columns.change(on_columns, [last, all_columns], table, api_name=False)
+    report.change(report_markdown, report, shown, api_name="report")
     return BenchmarkTab(models)

@@ -22,7 +22,13 @@ from kdcore_app.state import DATA_HELP, AppState
 
 ABOUT = ("Distill the teacher into a new student. Runs belong to the server: they go on when this page is closed "
          "or reloaded, and every page lists them below (pick one to follow it). One run trains at a time; a second "
-         "one waits until the first ends.")
+         "one waits until the first ends.\n\n"
+         "**What the teacher adds in the default run** (the `short` preset: the bundled student's architecture at "
+         "80 px, 60 epochs, about 4.5 min on a 2-core CPU), measured on the full dataset over 5 seeds with a teacher "
+         "trained on the same split: with the teacher (ce + kd) the student's final epoch scores 0.947 on validation; "
+         "the same student trained alone (kd weight 0) scores 0.958 in as many epochs. In this preset the teacher "
+         "does not help: it scores 0.960 itself, no more than the student reaches alone. The figures, with their "
+         "intervals: Benchmark tab, *Measured figures*.")
 #: What each loss term asks of the student (a weight of 0 switches it off).
 TERMS = {
     "ce": "cross-entropy with the true labels",
@@ -73,7 +79,7 @@ def build(state: AppState) -> DistillTab:
         loss = {k: float(w) for k, w in zip(LOSSES, weights) if w}
         yield from progress(state, state.runs.run(
             request.session_hash, teacher, data, student=arch, size=int(size), epochs=int(epochs),
-            max_images=int(max_images), loss=loss, temperature=float(temperature), sem_map=sem_map,
+            max_images=int(max_images) if max_images else None, loss=loss, temperature=float(temperature), sem_map=sem_map,
             feat_distance=feat_distance))
 
     @user_errors
@@ -145,7 +151,8 @@ def _widgets(state: AppState) -> Widgets:
         epochs = gr.Number(base.train.epochs, label="epochs", precision=0, minimum=1, maximum=100,
                            elem_id="distill-epochs")
         images = gr.Number(base.train.max_images, label="image budget per epoch", precision=0, minimum=8,
-                           elem_id="distill-images")
+                           elem_id="distill-images", placeholder="all training images",
+                           info="empty: all training images")
     data = gr.Textbox(state.data_dir, label="data", elem_id="distill-data",
                       info=DATA_HELP)
     note = gr.Markdown(data_note(state.data_dir), elem_id="distill-data-note")
@@ -229,11 +236,15 @@ def done_message(ev: dict, train, data: str) -> str:
     """The finished run in plain words: total time, the student's validation accuracy next to the references',
     and what a short run can and cannot show."""
     best, ref = ev["best"], ev.get("reference") or {}
+    final = ev.get("last", best)
     refs = "".join(f", {name} **{acc:.3f}**" for name, acc in ref.items())
     total = f"Done in {ev['total_s'] / 60:.1f} min" if "total_s" in ev else "Done"
+    images = f"at most {train.max_images}" if train.max_images else "all"
     return (f"{total} (data, teacher cache, training and checks). Validation accuracy on the same images: "
-            f"new student **{best['accuracy']:.3f}** (macro-F1 {best['macro_f1']:.3f}, epoch {best['epoch'] + 1})"
-            f"{refs}. The student is in the model list as **{ev['name']}**.\n\n"
-            f"*A short run* ({train.epochs} epochs of at most {train.max_images} images, data {data}) shows that the "
-            "pipeline works and how the loss terms move; it cannot show what a full distillation reaches, and "
-            "accuracy on a few dozen validation images varies by several points from run to run.")
+            f"new student **{final['accuracy']:.3f}** at its final epoch (macro-F1 {final['macro_f1']:.3f}; its best "
+            f"epoch, {best['epoch'] + 1}, scored {best['accuracy']:.3f}, a choice made on these images)"
+            f"{refs}. The student (final epoch) is in the model list as **{ev['name']}**.\n\n"
+            f"*A short run* ({train.epochs} epochs over {images} training images, data {data}): on a handful of "
+            "validation images, such as the demo set's, the accuracy shows only that the pipeline works, and varies "
+            "by tens of points from run to run. On the full dataset the default preset's student is measured over "
+            "5 seeds, against the same student trained alone: Benchmark tab, *Measured figures*.")

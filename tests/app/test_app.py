@@ -114,13 +114,26 @@ def test_benchmark(client, tiny_data):
         client.predict(["teacher"], str(tiny_data / "nope"), False, api_name="/benchmark")
 
 
+def test_benchmark_tab_shows_the_measured_reports(client, tmp_path):
+    from kdcore_app.measured import REPORTS, report_markdown
+
+    verdicts = client.predict("Distillation: the thesis's claims, verdicts and ablation", api_name="/report")
+    assert verdicts.startswith("# Distillation ablation") and "| verdict |" in verdicts
+    for title in REPORTS:
+        text = client.predict(title, api_name="/report")
+        assert text.startswith("# ") and "Command: `python -m " in text
+    assert "no `bench/results/explain.md`" in report_markdown(
+        "Explanations: tumour localisation, faithfulness, lattice", tmp_path)
+
+
 def test_rank_and_distill_default_to_the_bundled_demo_set(client):
     table, _plot, pick = client.predict("teacher", "demo", None, None, "diswot", "test_resnet", 8,
                                         api_name="/rank")
     assert [r[1] for r in table["data"]] == ["test_resnet"] and pick["value"] == "test_resnet"
-    status, _plot, name, runs = client.predict(*_distill_args("demo"), api_name="/distill")
+    status, _plot, name, runs = client.predict(*_distill_args("demo", images=None),  # empty budget: all
+                                               api_name="/distill")
     assert status.startswith("Done in") and "teacher **" in status and "student **" in status
-    assert "A short run" in status and "data demo" in status
+    assert "A short run" in status and "data demo" in status and "at its final epoch" in status
     assert name == f"distilled/{runs['value']}" and runs["value"].startswith("test_resnet-32px-short-ce+kd")
 
 

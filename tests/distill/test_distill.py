@@ -13,6 +13,7 @@ from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import load_train_data
 from kdcore.distill import (
     LOSSES,
+    PRESETS,
     DistillConfig,
     Distiller,
     RunConfig,
@@ -69,7 +70,8 @@ def test_distiller_keeps_teacher_frozen_and_trains_student_and_projector(tiny_mo
 def test_config_round_trip_and_precedence(tmp_path):
     cfg = make_config("short", overrides={"teacher": "t", "train": {"seed": 7},
                                           "distill": {"loss": {"ce": 1, "sem": 0.5}, "sem_map": "gradcam"}})
-    assert cfg.size == 64 and cfg.train.seed == 7 and cfg.train.epochs == make_config("short").train.epochs
+    assert cfg.size == PRESETS["short"]["size"] and cfg.train.seed == 7
+    assert cfg.train.epochs == make_config("short").train.epochs
     assert cfg.distill.weights == {"ce": 1.0, "sem": 0.5}  # the loss is replaced as a whole
     (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
     again = make_config(file=tmp_path / "c.json")
@@ -229,3 +231,23 @@ def test_mixup_needs_per_step_teacher_and_trains_with_soft_targets(tiny_model_di
     first, again = (r["history"][0] for r in runs)
     assert runs[0]["event"] == "done" and first["train_kd"] > 0
     assert (first["train_loss"], first["val_accuracy"]) == (again["train_loss"], again["val_accuracy"])  # seeded
+
+
+@pytest.mark.slow
+def test_short_preset_bench_pairs_final_epochs_at_equal_epochs_and_wall_clock(tiny_model_dir, tiny_data, split,
+                                                                              tmp_path):
+    from bench import short_preset
+
+    out = tmp_path / "sp"
+    override = json.dumps({"size": 32, "train": {"epochs": 1, "batch_size": 8, "max_images": 8}})
+    argv = ["--teacher", str(tiny_model_dir), "--data", str(tiny_data), "--split", str(split), "--seeds", "0,1",
+            "--override", override, "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    assert short_preset.main(argv) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert set(res["runs"]) == {f"{v}/{s}" for v in short_preset.VARIANTS for s in (0, 1)}
+    assert res["wall_epochs"] >= 1 and res["runs"]["alone@wall/0"]["epochs"] == res["wall_epochs"]
+    kd = res["runs"]["kd/0"]
+    assert kd["accuracy"] == pytest.approx(kd["curve"][-1]) and kd["best_accuracy"] == max(kd["curve"])
+    assert set(res["comparisons"]) == {"kd - alone", "kd - alone@wall"}
+    assert res["comparisons"]["kd - alone"]["over_seeds"]["accuracy"]["n"] == 2
+    assert "final epoch" in out.with_suffix(".md").read_text()

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from kdcore.data.augment import AugmentConfig
 from kdcore.data.imageio import InputSpec
@@ -14,6 +15,7 @@ from kdcore.data.pack import load_train_data
 from kdcore.engine.loop import Supervised, TrainConfig, fit, run_to_end
 from kdcore.errors import KDCoreError
 from kdcore.models import create_model, load_model
+from kdcore.models.card import model_card_text
 
 CFG = TrainConfig(epochs=3, batch_size=8, lr=3e-3, warmup_epochs=0.5, seed=1)
 
@@ -43,6 +45,13 @@ def test_run_writes_metrics_checkpoint_and_best_model(data, tmp_path):
     assert [e["epoch"] for e in lines] == [0, 1, 2] and "val_accuracy" in lines[0]
     _, info = load_model(tmp_path / "r" / "best")
     assert info.summary["val_metrics"]["accuracy"] == max(e["val_accuracy"] for e in lines)
+    assert info.summary["exported"] == "best" and info.summary["epoch"] == info.summary["best_epoch"]
+    last, last_info = load_model(events[-1]["last_dir"])  # the final epoch's weights, whatever validation said
+    assert last_info.summary["exported"] == "last" and last_info.summary["epoch"] == 2
+    assert last_info.summary["val_metrics"]["accuracy"] == lines[-1]["val_accuracy"]
+    final = load_file(str(tmp_path / "r" / "checkpoint.safetensors"))
+    assert all(torch.equal(v, final[f"model.student.{k}"]) for k, v in last.state_dict().items())
+    assert "final epoch (3 of 3)" in model_card_text(last_info, 1)
 
 
 def test_same_seed_same_run(data, tmp_path):
@@ -218,3 +227,15 @@ def test_compiled_objective_trains(data, tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=8, seed=1, compile=True)
     final = run_to_end(fit(_objective(), data, cfg, tmp_path / "r", "test_resnet"))
     assert final["event"] == "done" and math.isfinite(final["history"][0]["train_loss"])
+
+
+def test_ema_decay_warms_up_so_a_short_run_forgets_its_initial_weights(data, tmp_path):
+    """At the first step the average is the stepped weights themselves (decay 0), not 99.99% the initial ones."""
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=3e-3, warmup_epochs=0.5, seed=1, ema=0.9999, max_images=8)
+    objective = _objective()
+    run_to_end(fit(objective, data, cfg, tmp_path / "r", "test_resnet"))
+    raw = {k: v for k, v in objective.student.state_dict().items() if v.is_floating_point()}
+    exported = _weights(tmp_path / "r")
+    init = _objective().student.state_dict()
+    assert all(torch.allclose(exported[k], raw[k], atol=1e-6) for k in raw)
+    assert any(not torch.allclose(raw[k], init[k]) for k in raw)

@@ -89,6 +89,10 @@ def test_space_assemble_and_push(tiny_model_dir, tmp_path, monkeypatch):
     assert (bundled_teacher / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
     assert not list(out.rglob("*.bin")) and not list(out.rglob("__pycache__"))
     assert not (out / "kdcore_app" / "space_template").exists()
+    from kdcore_app.measured import REPORTS, RESULTS_DIR
+
+    for name in REPORTS.values():  # the Benchmark tab's measured figures travel with the Space
+        assert (out / "bench" / "results" / f"{name}.md").read_text() == (RESULTS_DIR / f"{name}.md").read_text()
     from huggingface_hub import SpaceCard
 
     assert SpaceCard.load(out / "README.md").data.models == ["owner/t", "owner/s"]

@@ -188,7 +188,8 @@ def test_a_cell_cut_after_training_comes_back_without_its_checkpoint_and_trains_
     with tarfile.open(tmp_path / "all.tar") as tar:
         tar.extractall(back, filter="data")
     came = back / "runs" / "ablation" / "test_resnet" / "2-kd" / "seed0"
-    assert (came / "best" / "model.safetensors").is_file() and not list(came.glob("checkpoint*"))
+    assert all((came / m / "model.safetensors").is_file() for m in ("best", "last"))
+    assert not list(came.glob("checkpoint*"))
     log = (came / "metrics.jsonl").read_text()
     assert distill_ablation.main(argv(back / "runs" / "ablation")) == 0
     again = json.loads((came / "cell.json").read_text())
@@ -201,7 +202,8 @@ def test_a_cell_cut_after_training_comes_back_without_its_checkpoint_and_trains_
         "--report")
     md = (tmp_path / "t.md").read_text()
     assert md.startswith("# Distillation ablation (32 px, 2 epochs") and f"Command: `{table['command']}`" in md
-    assert f"| test_resnet | 2-kd | 1 | {again['accuracy']:.4f} ± 0.0000 |" in md
+    assert f"| test_resnet | 2-kd | 1 | {again['final']['accuracy']:.4f} ± 0.0000 |" in md  # the final epoch's
+    assert again["curve"][-1] == pytest.approx(again["final"]["accuracy"]) and "sem_rules" in again
 
 
 def test_a_cut_cell_that_has_not_trained_out_brings_its_checkpoint(tmp_path):

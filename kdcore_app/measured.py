@@ -1,0 +1,31 @@
+"""The measured figures the Benchmark tab shows: the committed reports of ``bench/`` (``bench/results/*.md``, each
+with the command that reproduces it), read beside the app in a checkout and copied into a Space by
+:func:`kdcore_app.space.assemble_space`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: The reports, by the title the tab lists them under -> their name in ``bench/results``
+REPORTS = {
+    "Distillation: the thesis's claims, verdicts and ablation": "distill_ablation",
+    "The Distill tab's short preset: KD against the student alone": "short_preset",
+    "Reproduction of both models on a 2-core CPU (preset cpu)": "reproduce_cpu",
+    "Explanations: tumour localisation, faithfulness, lattice": "explain",
+    "Calibration and the out-of-distribution check": "calibration_ood",
+    "The validation split: copies of training images it holds": "split_leak",
+}
+#: ``bench/results`` of the checkout (or Space folder) that holds this app
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench" / "results"
+
+
+def report_markdown(title: str, folder: Path = RESULTS_DIR) -> str:
+    """The report listed under ``title``, or one line saying where it would be."""
+    name = REPORTS.get(title)
+    if name is None:
+        return f"No report named {title!r}."
+    path = folder / f"{name}.md"
+    if not path.is_file():
+        return (f"This install holds no `bench/results/{name}.md`; the project's repository has it, with the command "
+                "that measures it.")
+    return path.read_text()
