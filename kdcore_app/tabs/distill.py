@@ -79,8 +79,8 @@ def build(state: AppState) -> DistillTab:
         loss = {k: float(w) for k, w in zip(LOSSES, weights) if w}
         yield from progress(state, state.runs.run(
             request.session_hash, teacher, data, student=arch, size=int(size), epochs=int(epochs),
-            max_images=int(max_images) if max_images else None, loss=loss, temperature=float(temperature), sem_map=sem_map,
-            feat_distance=feat_distance))
+            max_images=int(max_images) if max_images else None, loss=loss, temperature=float(temperature),
+            sem_map=sem_map, feat_distance=feat_distance))
 
     @user_errors
     def on_attach(run_id: str | None):
