@@ -150,9 +150,9 @@ def _widgets(state: AppState) -> Widgets:
         size = gr.Dropdown(sorted({*SIZES, base.size}), value=base.size, label="input size (px)")
         epochs = gr.Number(base.train.epochs, label="epochs", precision=0, minimum=1, maximum=100,
                            elem_id="distill-epochs")
-        images = gr.Number(base.train.max_images, label="image budget per epoch", precision=0, minimum=8,
+        images = gr.Number(base.train.max_images, label="image budget per epoch", precision=0, minimum=0,
                            elem_id="distill-images", placeholder="all training images",
-                           info="empty: all training images")
+                           info="empty or 0: all training images")
     data = gr.Textbox(state.data_dir, label="data", elem_id="distill-data",
                       info=DATA_HELP)
     note = gr.Markdown(data_note(state.data_dir), elem_id="distill-data-note")
