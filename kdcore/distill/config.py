@@ -22,7 +22,7 @@ SEM_MAPS = PAIRED_MAPS
 
 #: Named starting points. ``short`` (the app's Distill default): the bundled student's architecture at 80 px, 60
 #: epochs with the MRI augmentation and a warmed-up weight average, ``ce + kd`` from the cached teacher logits; about
-#: 4.5 min on 2 CPU cores (docs/distill.md: "Presets and the short run", measured by ``bench.short_preset``).
+#: 4.6 min on 2 CPU cores (docs/distill.md: "Presets and the short run", measured by ``bench.short_preset``).
 PRESETS: dict[str, dict] = {
     "short": {
         "student": "resnet10t_w20",
