@@ -32,15 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the reproduction stopped: {end}")
     summary = end["summary"]
     summary["split"] = relative(summary["split"])
-    for model in summary["models"].values():
-        model["folder"] = relative(model["folder"])
     summary |= {"command": command("bench.reproduce", argv),
                 "commands": (runs / "commands.sh").read_text().replace(f"{REPO}/", "").splitlines()}
     body = (runs / "summary.md").read_text().splitlines()[2:]  # its title and blank line replaced by the report's
     rows = []
-    for name in summary["models"]:
-        times = [json.loads(line)["epoch_time_s"] for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
-        summary["models"][name]["epoch_time_s"] = times
+    for name, model in summary["models"].items():
+        model["folder"], times = relative(model["folder"]), model["epoch_time_s"]
         rows.append([name, len(times), f"{min(times):.0f}", f"{statistics.median(times):.0f}", f"{max(times):.0f}"])
     body += ["", "Training seconds per epoch (a spread far above the minimum means other jobs shared the CPU):", "",
              *md_table(["model", "epochs", "min", "median", "max"], rows)]

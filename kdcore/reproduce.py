@@ -231,10 +231,11 @@ def _device_name(device: str | None) -> str:
 
 
 def _final_epoch(run_dir: Path) -> dict:
-    """The final epoch's validation accuracy and macro-F1 and the number of epochs, from ``metrics.jsonl``."""
+    """The final epoch's validation accuracy and macro-F1, the number of epochs and each epoch's training seconds,
+    from ``metrics.jsonl``."""
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return {"final_accuracy": history[-1]["val_accuracy"], "final_macro_f1": history[-1]["val_macro_f1"],
-            "epochs": len(history)}
+            "epochs": len(history), "epoch_time_s": [h["epoch_time_s"] for h in history]}
 
 
 def _summary(ctx: _Context, state: dict) -> dict:

@@ -43,8 +43,8 @@ _KD = {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 4.0}
 #: Presets of ``kdcore reproduce`` (:mod:`kdcore.reproduce`): the teacher's arch, size and ``train`` fields, the
 #: student as a :class:`RunConfig` dict (its teacher is the reproduced one) and the candidates ``--rank`` scores.
 #: ``gpu``: the full recipe under bf16 autocast and ``torch.compile``, host syncs every 50 steps. ``cpu``: sized for
-#: <= 2 h on 2 CPU cores (docs/reproduce.md: an estimate from timed steps): 24 one-cycle epochs of the teacher (30%
-#: warm-up, then cosine), 40 of the student with the cached teacher logits (no teacher pass per step).
+#: <= 2 h on 2 CPU cores (docs/reproduce.md: measured end to end, about 28 min alone): 24 one-cycle epochs of the
+#: teacher (30% warm-up, then cosine), 40 of the student with the cached teacher logits (no teacher pass per step).
 #: ``tiny``: seconds, for tests (timm's ``test_resnet`` at 32 px).
 REPRODUCE_PRESETS: dict[str, dict] = {
     "gpu": {
