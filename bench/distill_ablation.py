@@ -2,7 +2,8 @@
 
 Configurations (same epochs, augmentation, image budget, learning rate and initial student per seed):
   1 the student alone; 2 vanilla KD (ce + kd); 3 DisWOT-style ce + kd + feat(l2) + sem(Grad-CAM);
-  4 the thesis ce + kd + feat(cosine) + sem(LRP); 5a (3) with cosine; 5b (3) with LRP.
+  4 the thesis ce + kd + feat(cosine) + sem(LRP); 5a (3) with cosine; 5b (3) with LRP; beyond the thesis, 6 DKD
+  (ce + dkd) and 7 DIST (ce + dist).
 Every cell (student x configuration x seed) is a ``kdcore.distill.run`` in ``--runs/<student>/<config>/seed<k>``,
 whose result lands in ``cell.json`` there: finished cells are skipped, a cut cell resumes from its last epoch, and
 ``--only STUDENT/CONFIG/SEED`` runs one cell alone (``scripts/gpu_campaign.py`` runs many at once that way). The
@@ -15,8 +16,9 @@ for (4)-(2), (4)-(1), (5b)-(3), (5a)-(3), (2)-(1) and the other comparisons: the
 with its 95% t-interval and the exact sign-flip p-value (the primary figures), and the paired bootstrap 95% CI
 (seeds and images resampled, secondary); with ``--throughput-steps`` every configuration's images/s here.
 
-Defaults are the GPU budget (128 px, 20 epochs, batch 128, 5 seeds); on the CPU cut them (e.g. ``--size 64
---epochs 6 --seeds 0,1,2``), see ``docs/distill.md``. ``--report`` tabulates the finished cells without running any
+Defaults are the GPU budget (128 px, 20 epochs, batch 128, 5 seeds, three students); on the CPU cut them, e.g.
+``--students resnet10t_w8 --size 64 --max-images 2048 --batch-size 64 --parallel 2`` (69 min on 2 cores), see
+``docs/distill.md``. ``--report`` tabulates the finished cells without running any
 (a cell whose run folder is gone is read from the table written before: ``runs/`` is not committed; so are the
 validation labels, so the committed JSON alone makes the report, without the data).
 """
@@ -27,10 +29,12 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +49,7 @@ from kdcore.engine.metrics import macro_f1, paired_bootstrap, paired_over_seeds
 from kdcore.models import load_model
 from kdcore.models.predict import predict_logits
 
-STUDENTS = ("resnet10t_w20", "mobilenetv2_035")  # the shipped family's pick and a capacity-limited mobile net
+STUDENTS = ("resnet10t_w20", "mobilenetv2_035", "resnet10t_w8")  # the shipped pick, a mobile net, one at <= 1%
 ALL = {"ce": 1.0, "kd": 1.0, "feat": 1.0, "sem": 1.0}
 CONFIGS: dict[str, dict] = {
     "1-alone": {"loss": {"ce": 1.0}},
@@ -54,18 +58,23 @@ CONFIGS: dict[str, dict] = {
     "4-thesis": {"loss": ALL, "feat_distance": "cosine", "sem_map": "lrp"},
     "5a-diswot+cosine": {"loss": ALL, "feat_distance": "cosine", "sem_map": "gradcam"},
     "5b-diswot+lrp": {"loss": ALL, "feat_distance": "l2", "sem_map": "lrp"},
+    "6-dkd": {"loss": {"ce": 1.0, "dkd": 1.0}},  # decoupled KD (Zhao et al. 2022), its own alpha 1, beta 8
+    "7-dist": {"loss": {"ce": 1.0, "dist": 1.0}},  # DIST (Huang et al. 2022), beta = gamma = 1
 }
 PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("5b-diswot+lrp", "3-diswot"),
          ("5a-diswot+cosine", "3-diswot"), ("2-kd", "1-alone"), ("3-diswot", "2-kd"),
          ("4-thesis@w0.1", "2-kd"), ("4-thesis@w0.1", "1-alone"),  # the thesis at its tuned weights
-         ("4-thesis@perstep", "4-thesis"), ("4-thesis@perstep", "2-kd"))  # and with per-step teacher maps
+         ("4-thesis@perstep", "4-thesis"), ("4-thesis@perstep", "2-kd"),  # and with per-step teacher maps
+         ("6-dkd", "2-kd"), ("6-dkd", "1-alone"), ("7-dist", "2-kd"), ("7-dist", "1-alone"))  # beyond plain KD
 METRICS = ("accuracy", "macro_f1")
 #: The thesis's claims, each with the comparison A - B that tests it (a positive difference supports it)
 CLAIMS = (("KD helps the student over training it alone", "2-kd", "1-alone"),
           ("The thesis's configuration beats plain KD", "4-thesis", "2-kd"),
           ("The thesis's configuration beats the student trained alone", "4-thesis", "1-alone"),
           ("LRP maps beat Grad-CAM maps as the semantic signal", "5b-diswot+lrp", "3-diswot"),
-          ("Cosine similarity beats L2 for feature alignment", "5a-diswot+cosine", "3-diswot"))
+          ("Cosine similarity beats L2 for feature alignment", "5a-diswot+cosine", "3-diswot"),
+          ("Beyond the thesis: DKD beats plain KD", "6-dkd", "2-kd"),
+          ("Beyond the thesis: DIST beats plain KD", "7-dist", "2-kd"))
 
 
 def verdict(d: dict) -> str:
@@ -222,6 +231,25 @@ def caveats(res: dict) -> list[str]:
     return ["", *out] if out else []
 
 
+def curves(res: dict) -> list[str]:
+    """A table of the mean validation curve per student and configuration at a few epochs (the last three among
+    them), so one sees whether the budget let every configuration flatten; empty when no cell records a curve."""
+    s, rows = res["settings"], []
+    e = s["epochs"]
+    marks = sorted({max(1, e // 4), max(1, e // 2), max(1, 3 * e // 4), *range(max(1, e - 2), e + 1)})
+    for student in s["students"]:
+        for config in s["configs"]:
+            got = [c["curve"] for seed in s["seeds"] if len(
+                (c := res["cells"].get(f"{student}/{config}/{seed}", {})).get("curve", [])) == e]
+            if got:
+                rows.append([student, config, len(got), *(f"{np.mean([g[m - 1] for g in got]):.4f}" for m in marks)])
+    if not rows:
+        return []
+    return ["", "Validation curves (mean over seeds of the validation accuracy after each epoch; whether the budget "
+                "let each configuration flatten):", "",
+            *md_table(["student", "config", "n", *(f"epoch {m}" for m in marks)], rows)]
+
+
 def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
     """The summary (verdicts, means, paired differences, tuning grid), the report's title and its body."""
     cells, s = res["cells"], res["settings"]
@@ -279,7 +307,8 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
                 summary[student].setdefault("verdicts", {})[claim] = v
                 verdicts.append([student, claim, f"{a_cfg} - {b_cfg}", _fmt_over_seeds(d["over_seeds"]["accuracy"]),
                                  f"**{v}**"])
-    lines = [f"Verdicts on the thesis's claims, from the mean paired difference in validation accuracy ({scored}) "
+    lines = [f"Verdicts on the thesis's claims (and two beyond it), from the mean paired difference in validation "
+             f"accuracy ({scored}) "
              "over seeds and its 95% t-interval:", *caveats(res), "",
              *md_table(["student", "claim", "comparison", "Δ accuracy [95% t-CI], p", "verdict"], verdicts), *table]
     lines += ["", f"Paired differences A - B of the {scored} validation scores. Primary: the "
@@ -289,6 +318,7 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
                   "95% paired bootstrap CI, 2,000 resamples of seeds and validation images.", "",
               *md_table(["student", "comparison", "seeds", "Δ accuracy [95% t-CI], p", "Δ macro-F1 [95% t-CI], p",
                          "Δ accuracy, bootstrap CI", "Δ macro-F1, bootstrap CI"], rows)]
+    lines += curves(res)
     tuned = sorted(key for key in cells if "@" in key)
     if tuned:
         rows = []
@@ -327,9 +357,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(RESULTS / "distill_ablation"), help="results path without extension")
     p.add_argument("--only", default=None, help="run one cell STUDENT/CONFIG/SEED (writes its cell.json) and stop")
     p.add_argument("--report", action="store_true", help="tabulate the finished cells only; run nothing")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="run the missing cells as this many processes at once, the CPU threads shared among them")
     p.add_argument("--throughput-steps", type=int, default=0,
                    help="also measure each configuration's images/s here over this many steps")
     return p
+
+
+def run_in_parallel(argv: list[str], keys: list[str], parallel: int) -> None:
+    """Each cell ``STUDENT/CONFIG/SEED`` of ``keys`` as ``--only`` in its own process, ``parallel`` at a time, the
+    CPU's threads split evenly among them; a failed cell is reported and left for the next invocation."""
+    env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // parallel))}
+
+    def one(key: str) -> None:
+        log = Path(tempfile.gettempdir()) / f"ablation-{key.replace('/', '-')}.log"
+        with open(log, "w") as f:
+            rc = subprocess.call([sys.executable, "-m", "bench.distill_ablation", *argv, "--only", key],
+                                 stdout=f, stderr=subprocess.STDOUT, env=env)
+        print(f"cell {key}: {'done' if rc == 0 else f'failed ({rc}), see {log}'}", flush=True)
+
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, keys))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     # cells whose run folder is gone (runs/ is not committed) are taken from the table written before
     previous = json.loads(json_path.read_text()) if json_path.is_file() else {}
     saved = previous.get("cells", {})
+    if a.parallel > 1 and not (a.only or a.report):
+        todo = [key for seed in seeds for st in students for c in configs  # a cut campaign leaves whole seeds
+                if (key := f"{st}/{c}/{seed}") not in saved and load_cell(a, st, c, seed) is None]
+        run_in_parallel([*(sys.argv[1:] if argv is None else argv), "--parallel", "1"], todo, a.parallel)
     res.update(settings=settings, command=command("bench.distill_ablation", argv),
                machine={"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                         "device": "cuda" if torch.cuda.is_available() else "cpu"})

@@ -26,6 +26,7 @@ from PIL import Image
 from torch import nn
 
 from kdcore.data.augment import to_input
+from kdcore.data.dataset import DEMO_DATA, resolve_data
 from kdcore.data.imageio import ImageDecodeError, ImageSource, read_image, square_resize, to_grey_array
 from kdcore.errors import KDCoreError
 from kdcore.explain import METHODS, explain
@@ -155,25 +156,14 @@ def zip_model(folder: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
-#: The data reference meaning the bundled demo set (also what an empty reference means).
-DEMO_DATA = "demo"
-
-
-def resolve_data(ref: str | None) -> str:
-    """A data reference as the app takes it -> what the loaders take: ``""`` or ``"demo"`` is the bundled demo set
-    (:func:`kdcore.paths.bundled` ``("demo")``); a local folder or data pack stays as it is; anything else is a Hub
-    dataset id, loaded through ``datasets`` (from its cache when offline)."""
-    ref = (ref or "").strip()
-    return str(bundled("demo")) if ref in ("", DEMO_DATA) else ref
-
-
 def data_note(ref: str | None) -> str:
     """One Markdown line saying which data set a tab uses, and what accuracy on the demo set does not mean."""
     ref = (ref or "").strip()
     if ref in ("", DEMO_DATA):
-        return ("Data: **the bundled demo set** (16 slices from the validation side of the reference split, 4 per "
-                "class). It shows the workflow; accuracy measured on it is *not* the models' accuracy (see their "
-                "model cards).")
+        n = sum(1 for _ in bundled(DEMO_DATA).glob("*/*.png"))
+        return (f"Data: **the bundled demo set** ({n} slices from the validation side of the reference split, "
+                f"{n // 4} per class). It shows the workflow; accuracy measured on it is *not* the models' accuracy "
+                "(see their model cards).")
     kind = "local data" if Path(ref).exists() else "Hub dataset"
     return f"Data: {kind} **{ref}**."
 

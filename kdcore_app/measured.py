@@ -8,7 +8,8 @@ from pathlib import Path
 
 #: The reports, by the title the tab lists them under -> their name in ``bench/results``
 REPORTS = {
-    "Distillation: the thesis's claims, verdicts and ablation": "distill_ablation",
+    "Distillation on the v2 split, CPU scale: verdicts on the <= 1% student": "distill_ablation_cpu",
+    "Distillation: the thesis's claims, verdicts and ablation (first split)": "distill_ablation",
     "The Distill tab's short preset: KD against the student alone": "short_preset",
     "Reproduction of both models on a 2-core CPU (preset cpu)": "reproduce_cpu",
     "Explanations: tumour localisation, faithfulness, lattice": "explain",

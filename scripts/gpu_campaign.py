@@ -195,7 +195,7 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
                    "--batch-size", "64", "--lr", "3e-3", *extra, *cap], 0)
               for n, extra in students]
     lrp = ("4-thesis", "5b-diswot+lrp")
-    r10, mobile = STUDENTS
+    r10, *limited = STUDENTS  # the shipped pick, then the capacity-limited students
     first, later = [s for s in seeds if s < 3], [s for s in seeds if s >= 3]
     stage2 += [cell(r10, c, s, 0) for c in lrp for s in first]
     stage2 += [cell(r10, c, 0, 0 if c.split("@")[0] in lrp else 1) for c in TUNING]
@@ -203,9 +203,9 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     stage2 += [cell(r10, "4-thesis@w0.1", s, 1) for s in seeds if 1 <= s <= 2]
     stage2 += [cell(r10, c, s, 2) for s in seeds for c in ABLATION_CONFIGS[1:] if c not in lrp]
     by_cost = sorted(ABLATION_CONFIGS[1:], key=lambda c: c not in lrp)  # sem(lrp) cells, the longest, start first
-    stage2 += [cell(mobile, c, s, 2) for s in first for c in by_cost]
-    stage2 += [cell(mobile, c, 0, 3) for c in TUNING]
-    stage2 += [cell(mobile, c, s, 3) for s in later for c in by_cost]  # its grid keeps the thesis at weight 1
+    stage2 += [cell(st, c, s, 2) for st in limited for s in first for c in by_cost]
+    stage2 += [cell(st, c, 0, 3) for st in limited for c in TUNING]
+    stage2 += [cell(st, c, s, 3) for st in limited for s in later for c in by_cost]  # grid keeps the thesis at w 1
     stage2 += [cell(r10, "4-thesis@perstep", s, 3) for s in seeds if s <= 2]  # the teacher cache's control
     proxies = ["-m", "bench.rank_validate", "--data", str(pack), "--teacher", "teacher", "--runs", str(runs / "rank"),
                *(["--epochs", "1"] if t else []), *cap]

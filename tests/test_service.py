@@ -7,9 +7,11 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 
 import kdcore.distill
+from kdcore.data.dataset import load_records
 from kdcore.errors import KDCoreError
 from kdcore.paths import bundled
 from kdcore.service import RUN_FILE, ModelStore, RunRegistry, data_note, resolve_data
@@ -53,6 +55,10 @@ def test_data_references_default_to_the_bundled_demo_set(tmp_path):
     assert "not* the models' accuracy" in data_note("") and "Hub dataset" in data_note("owner/set")
     assert sorted(p.name for p in bundled("demo").iterdir() if p.is_dir()) == [
         "glioma", "meningioma", "notumor", "pituitary"]
+    assert "(120 slices" in data_note("demo") and "30 per class" in data_note("demo")
+    records = load_records("demo")  # the library, and so the CLI, take the same reference as the app
+    assert len(records.sources) == 120 and np.bincount(records.labels).tolist() == [30] * 4
+    assert sum(f.stat().st_size for f in bundled("demo").rglob("*")) <= 1_000_000
 
 
 def test_a_run_has_a_readable_name_its_folder_and_an_honest_result(registry, tmp_path):

@@ -21,11 +21,12 @@ import numpy as np
 from kdcore.data.imageio import ImageDecodeError, decode_to_uint8
 from kdcore.data.medical import EXTENSIONS as MEDICAL_EXTENSIONS
 from kdcore.errors import KDCoreError
-from kdcore.paths import cache_dir
+from kdcore.paths import bundled, cache_dir
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"
+DEMO_DATA = "demo"  # the data reference of the bundled demo set (kdcore/bundled/demo)
 HUB_ID = re.compile(r"[\w-][\w.-]*(/[\w-][\w.-]*)?")  # a Hub dataset id: NAME or OWNER/NAME
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm",
                     ".ppm", ".pnm", *MEDICAL_EXTENSIONS)
@@ -107,14 +108,23 @@ def _folder_records(source: str | os.PathLike) -> ImageRecords:
                         class_names, ids, str(root))
 
 
+def resolve_data(ref: str | os.PathLike | None) -> str:
+    """A data reference -> what the loaders open: ``""`` or ``"demo"`` is the bundled demo set; a local folder, a data
+    pack or a Hub dataset id stays as it is."""
+    ref = str(ref or "").strip()
+    return str(bundled(DEMO_DATA)) if ref in ("", DEMO_DATA) else ref
+
+
 def load_records(source: str | os.PathLike, split: str = "train") -> ImageRecords:
     """Load a local folder with one sub-folder per class, or a Hub dataset id (through ``datasets``).
 
     Images are not decoded here. Folders: class names are the sorted sub-folder names, symbolic links (to files or
     folders anywhere) are followed, and ids are paths relative to the folder as listed, e.g. ``glioma/x.jpg``.
-    Hub: class names are the label feature's names, ids ``<split>/<row>``. Raises :class:`KDCoreError` for a
-    missing or empty folder, or a Hub dataset that cannot be loaded.
+    Hub: class names are the label feature's names, ids ``<split>/<row>``. ``"demo"`` is the bundled demo set
+    (:func:`resolve_data`). Raises :class:`KDCoreError` for a missing or empty folder, or a Hub dataset that cannot
+    be loaded.
     """
+    source = resolve_data(source)
     if Path(source).is_dir():
         return _folder_records(source)
     if not HUB_ID.fullmatch(str(source)):  # a path, not ``NAME`` or ``OWNER/NAME``

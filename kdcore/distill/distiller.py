@@ -87,7 +87,8 @@ class Distiller(Objective):
         if self.teacher_forward:
             with torch.no_grad():
                 out["features"] = self.teacher.forward_features(xt)
-                out["logits"] = self.teacher.forward_head(out["features"])
+                if self.cache is None:  # with a cache, kd means the same targets whatever else is computed
+                    out["logits"] = self.teacher.forward_head(out["features"])
         rows = index.cpu() if self.cache is not None else None  # the cache is host memory
         if "logits" in needs and "logits" not in out:
             out["logits"] = self.cache.logits[rows].to(x.device)

@@ -117,8 +117,10 @@ def test_benchmark(client, tiny_data):
 def test_benchmark_tab_shows_the_measured_reports(client, tmp_path):
     from kdcore_app.measured import REPORTS, report_markdown
 
-    verdicts = client.predict("Distillation: the thesis's claims, verdicts and ablation", api_name="/report")
-    assert verdicts.startswith("# Distillation ablation") and "| verdict |" in verdicts
+    for title in ("Distillation on the v2 split, CPU scale: verdicts on the <= 1% student",
+                  "Distillation: the thesis's claims, verdicts and ablation (first split)"):
+        verdicts = client.predict(title, api_name="/report")
+        assert verdicts.startswith("# Distillation ablation") and "| verdict |" in verdicts
     for title in REPORTS:
         text = client.predict(title, api_name="/report")
         assert text.startswith("# ") and "Command: `python -m " in text

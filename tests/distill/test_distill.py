@@ -24,7 +24,7 @@ from kdcore.distill import (
     run,
 )
 from kdcore.distill.distiller import adapt_input
-from kdcore.distill.teacher_cache import build_cache, cached_maps, teacher_maps
+from kdcore.distill.teacher_cache import TeacherCache, build_cache, cached_maps, teacher_maps
 from kdcore.engine.loop import TrainConfig, run_to_end
 from kdcore.errors import KDCoreError
 from kdcore.models import create_model, load_model
@@ -135,6 +135,21 @@ def test_teacher_cache_reused_and_warped(tiny_model_dir, data):
     assert cached_maps(cache.maps, theta).shape == (10, 16, 16)
     x = (pix[:2].float() / 255 - info.spec.mean).div(info.spec.std).unsqueeze(1)
     assert torch.allclose(teacher_maps(teacher, x, lab[:2], "lrp", 16), cache.maps[:2], atol=1e-5)
+
+
+def test_kd_takes_the_cached_logits_even_when_feat_runs_the_teacher(tiny_model_dir, data):
+    """kd's targets are the same in every configuration that has a cache: the ablation compares like with like."""
+    teacher, info = load_model(tiny_model_dir)
+    cache = TeacherCache(logits=torch.randn(10, 4))
+    cfg = DistillConfig(loss={"kd": 1.0, "feat": 1.0})
+    d = Distiller(create_model("test_resnet", 4, SPEC), teacher, SPEC, info.spec, cfg, cache=cache)
+    x, y, index = torch.randn(4, 1, 32, 32), data.train.labels[:4], torch.tensor([7, 2, 9, 0])
+    out = d.teacher_outputs(x, y, None, index)
+    assert d.teacher_forward and torch.equal(out["logits"], cache.logits[index]) and out["features"].ndim == 4
+    uncached = Distiller(d.student, teacher, SPEC, info.spec, DistillConfig(loss=cfg.loss, teacher_cache=False))
+    with torch.no_grad():
+        per_step = teacher(adapt_input(x, SPEC, info.spec))
+    assert torch.allclose(uncached.teacher_outputs(x, y, None, index)["logits"], per_step, atol=1e-5)
 
 
 def test_export_holds_only_the_student(tiny_model_dir, tiny_data, split, tmp_path):

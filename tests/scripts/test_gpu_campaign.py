@@ -22,9 +22,10 @@ def test_plan_commands_parse(tiny, shipped, tmp_path):
     names = [n for n, _, _ in stage1 + stage2]
     assert len(names) == len(set(names))
     assert sum(n.startswith("teacher") for n in names) == (0 if shipped else 2 if tiny else 4)
-    assert sum(n.startswith("ablation/") and "@" not in n for n in names) == 2 * 6 * (2 if tiny else 5)
-    # the tuning grid (seed 0) and the tuned thesis on seeds 1-2, for both students; the per-step control
-    assert sum("@w" in n or "@T" in n for n in names) == 2 * 5 + (1 if tiny else 2)  # the shipped one's tuned thesis
+    n_students, n_configs = len(distill_ablation.STUDENTS), len(distill_ablation.CONFIGS)
+    assert sum(n.startswith("ablation/") and "@" not in n for n in names) == n_students * n_configs * (2 if tiny else 5)
+    # the tuning grid (seed 0) and the tuned thesis on seeds 1-2, for every student; the per-step control
+    assert sum("@w" in n or "@T" in n for n in names) == n_students * 5 + (1 if tiny else 2)  # the shipped one's
     assert sum("@perstep" in n for n in names) == (2 if tiny else 3)
     assert all(prio == 0 for n, _, prio in stage1 if n.startswith("teacher"))
     parser = build_parser()
@@ -216,3 +217,21 @@ def test_a_cut_cell_that_has_not_trained_out_brings_its_checkpoint(tmp_path):
     assert not gpu_campaign.trained_out(cell)
     (cell / "checkpoint.json").write_text(json.dumps({"epoch": 19}))
     assert gpu_campaign.trained_out(cell)
+
+
+@pytest.mark.slow
+def test_parallel_cells_run_as_processes_and_the_report_shows_their_curves(tmp_path, tiny_data, tiny_model_dir):
+    import json
+
+    argv = ["--data", str(tiny_data), "--teacher", str(tiny_model_dir), "--students", "test_resnet", "--size", "32",
+            "--epochs", "2", "--batch-size", "8", "--split", str(tmp_path / "split.json"), "--runs",
+            str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--configs", "1-alone,6-dkd", "--seeds", "0"]
+    assert distill_ablation.main([*argv, "--parallel", "2"]) == 0
+    cells = {c: tmp_path / "runs" / "test_resnet" / c / "seed0" / "cell.json" for c in ("1-alone", "6-dkd")}
+    assert all(p.is_file() for p in cells.values())
+    assert json.loads((tmp_path / "runs" / "test_resnet" / "6-dkd" / "seed0" / "config.json").read_text())[
+        "distill"]["loss"] == {"ce": 1.0, "dkd": 1.0}
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert sorted(table["cells"]) == ["test_resnet/1-alone/0", "test_resnet/6-dkd/0"]
+    md = (tmp_path / "t.md").read_text()
+    assert "Validation curves" in md and "| test_resnet | 6-dkd | 1 |" in md and "(6-dkd) - (1-alone)" in md
