@@ -21,7 +21,7 @@ from kdcore.data.imageio import decode_to_uint8
 from kdcore.paths import bundled
 
 
-def make_demo_set(data: Path, out: Path, per_class: int = 30, size: int = 128, seed: int = 0) -> dict[str, int]:
+def make_demo_set(data: Path, out: Path, per_class: int = 4, size: int = 128, seed: int = 0) -> dict[str, int]:
     """Write ``out/<class>/<stem>.png``; returns the count per class."""
     splits = [json.loads(f.read_text()) for f in sorted(bundled("splits").glob("*.json"))]
     val = set.intersection(*(set(s["val"]) for s in splits))  # validation under every bundled split's rules
@@ -41,7 +41,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("data", type=Path, help="the reference dataset's folder (one sub-folder per class)")
     p.add_argument("--out", type=Path, default=bundled("demo"))
-    p.add_argument("--per-class", type=int, default=30)
+    p.add_argument("--per-class", type=int, default=4)
     p.add_argument("--size", type=int, default=128)
     a = p.parse_args()
     print(make_demo_set(a.data, a.out, a.per_class, a.size))

@@ -55,9 +55,9 @@ def test_data_references_default_to_the_bundled_demo_set(tmp_path):
     assert "not* the models' accuracy" in data_note("") and "Hub dataset" in data_note("owner/set")
     assert sorted(p.name for p in bundled("demo").iterdir() if p.is_dir()) == [
         "glioma", "meningioma", "notumor", "pituitary"]
-    assert "(120 slices" in data_note("demo") and "30 per class" in data_note("demo")
+    assert "(16 slices" in data_note("demo") and "4 per class" in data_note("demo")
     records = load_records("demo")  # the library, and so the CLI, take the same reference as the app
-    assert len(records.sources) == 120 and np.bincount(records.labels).tolist() == [30] * 4
+    assert len(records.sources) == 16 and np.bincount(records.labels).tolist() == [4] * 4
     assert sum(f.stat().st_size for f in bundled("demo").rglob("*")) <= 1_000_000
 
 

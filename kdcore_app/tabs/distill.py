@@ -244,7 +244,7 @@ def done_message(ev: dict, train, data: str) -> str:
             f"new student **{final['accuracy']:.3f}** at its final epoch (macro-F1 {final['macro_f1']:.3f}; its best "
             f"epoch, {best['epoch'] + 1}, scored {best['accuracy']:.3f}, a choice made on these images)"
             f"{refs}. The student (final epoch) is in the model list as **{ev['name']}**.\n\n"
-            f"*A short run* ({train.epochs} epochs over {images} training images, data {data}): on a few dozen "
-            "validation images, such as the demo set's 24, the accuracy shows that the pipeline learns, and varies "
-            "by several points from run to run. On the full dataset the default preset's student is measured over "
+            f"*A short run* ({train.epochs} epochs over {images} training images, data {data}): on a handful of "
+            "validation images, such as the demo set's, the accuracy shows only that the pipeline works, and varies "
+            "by tens of points from run to run. On the full dataset the default preset's student is measured over "
             "5 seeds, against the same student trained alone: Benchmark tab, *Measured figures*.")
