@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.report import RESULTS, command, md_table, mean_std, write
+from bench.report import RESULTS, command, fmt_diff, fmt_over_seeds, md_table, mean_std, write
 from kdcore.data.pack import TensorSet, load_train_data
 from kdcore.distill import DistillConfig, RunConfig, run
 from kdcore.engine.checkpoint import has_checkpoint
@@ -91,16 +91,6 @@ def verdict(d: dict) -> str:
 def scores(cell: dict) -> dict:
     """The scores a cell is judged by: its final epoch's where recorded, else its best epoch's (older cells)."""
     return cell.get("final", cell)
-
-
-def _fmt_diff(d: dict) -> str:
-    """``+0.0123 [-0.0045, +0.0290]``: a paired difference and its 95% interval."""
-    return f"{d['diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
-
-
-def _fmt_over_seeds(d: dict) -> str:
-    """``+0.0123 [-0.0045, +0.0290], p 0.0625``: the mean over seeds, its t-interval and sign-flip p-value."""
-    return f"{_fmt_diff(d)}, p {d['p']:.4f}" if d["ci95"] else f"{d['diff']:+.4f} (one seed)"
 
 
 def variant(config: str) -> tuple[str, dict]:
@@ -299,13 +289,13 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
                                     y, k)
             summary[student][f"{a_cfg} vs {b_cfg}"] = {"seeds": seeds, "over_seeds": over_seeds, "bootstrap": boot}
             rows.append([student, f"({a_cfg}) - ({b_cfg})", len(seeds),
-                         *(_fmt_over_seeds(over_seeds[m]) for m in METRICS),
-                         *(_fmt_diff(boot[m]) for m in METRICS)])
+                         *(fmt_over_seeds(over_seeds[m]) for m in METRICS),
+                         *(fmt_diff(boot[m]) for m in METRICS)])
         for claim, a_cfg, b_cfg in CLAIMS:
             if (d := summary[student].get(f"{a_cfg} vs {b_cfg}")) is not None:
                 v = verdict(d["over_seeds"]["accuracy"])
                 summary[student].setdefault("verdicts", {})[claim] = v
-                verdicts.append([student, claim, f"{a_cfg} - {b_cfg}", _fmt_over_seeds(d["over_seeds"]["accuracy"]),
+                verdicts.append([student, claim, f"{a_cfg} - {b_cfg}", fmt_over_seeds(d["over_seeds"]["accuracy"]),
                                  f"**{v}**"])
     lines = [f"Verdicts on the thesis's claims (and two beyond it), from the mean paired difference in validation "
              f"accuracy ({scored}) "

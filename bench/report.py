@@ -53,3 +53,13 @@ def write(out: str | Path, result: dict, title: str, body: list[str], note: str 
     out.with_suffix(".md").write_text(text)
     print(text)
     return text
+
+
+def fmt_diff(d: dict) -> str:
+    """``+0.0123 [-0.0045, +0.0290]``: a paired difference and its 95% interval."""
+    return f"{d['diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+
+
+def fmt_over_seeds(d: dict) -> str:
+    """``+0.0123 [-0.0045, +0.0290], p 0.0625``: the mean over seeds, its t-interval and sign-flip p-value."""
+    return f"{fmt_diff(d)}, p {d['p']:.4f}" if d["ci95"] else f"{d['diff']:+.4f} (one seed)"

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from bench.distill_ablation import val_scores
-from bench.report import RESULTS, command, md_table, mean_std, write
+from bench.report import RESULTS, command, fmt_diff, fmt_over_seeds, md_table, mean_std, write
 from kdcore.data.pack import load_train_data
 from kdcore.distill import RunConfig, make_config, run
 from kdcore.engine.checkpoint import has_checkpoint
@@ -96,17 +96,12 @@ def report(res: dict, seeds: list[int], y: np.ndarray, k: int) -> list[str]:
         boot = paired_bootstrap(np.array([r["pred"] for r in ra]), np.array([r["pred"] for r in rb]), y, k)
         res["comparisons"][f"{a} - {b}"] = {"seeds": paired, "over_seeds": over, "bootstrap": boot}
         rows.append([f"{a} - {b} ({what})", len(paired),
-                     *(_fmt(over[m]) + f", p {over[m]['p']:.4f}" for m in ("accuracy", "macro_f1")),
-                     _fmt(boot["accuracy"])])
+                     *(fmt_over_seeds(over[m]) for m in ("accuracy", "macro_f1")), fmt_diff(boot["accuracy"])])
     return [*lines, "", "Final-epoch scores, paired by seed. Primary: the mean of the per-seed differences, its 95% "
                     "t-interval and the two-sided sign-flip p-value over seeds (5 seeds: at least 0.0625). "
                     "Secondary: a paired bootstrap over seeds x validation images (2,000 resamples).", "",
                     *md_table(["comparison", "seeds", "Δ accuracy [95% t-CI]", "Δ macro-F1 [95% t-CI]",
                                "Δ accuracy, bootstrap CI"], rows)]
-
-
-def _fmt(d: dict) -> str:
-    return f"{d['diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]" if d["ci95"] else f"{d['diff']:+.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:

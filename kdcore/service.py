@@ -160,10 +160,11 @@ def data_note(ref: str | None) -> str:
     """One Markdown line saying which data set a tab uses, and what accuracy on the demo set does not mean."""
     ref = (ref or "").strip()
     if ref in ("", DEMO_DATA):
-        n = sum(1 for _ in bundled(DEMO_DATA).glob("*/*.png"))
-        return (f"Data: **the bundled demo set** ({n} slices from the validation side of the reference split, "
-                f"{n // 4} per class). It shows the workflow; accuracy measured on it is *not* the models' accuracy "
-                "(see their model cards).")
+        images = list(bundled(DEMO_DATA).glob("*/*.png"))
+        per_class = len(images) // len({p.parent for p in images})
+        return (f"Data: **the bundled demo set** ({len(images)} slices from the validation side of the reference "
+                f"split, {per_class} per class). It shows the workflow; accuracy measured on it is *not* the models' "
+                "accuracy (see their model cards).")
     kind = "local data" if Path(ref).exists() else "Hub dataset"
     return f"Data: {kind} **{ref}**."
 
