@@ -29,17 +29,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.parallel import run_in_parallel
 from bench.report import RESULTS, command, fmt_diff, fmt_over_seeds, md_table, mean_std, write
 from kdcore.data.pack import TensorSet, load_train_data
 from kdcore.distill import DistillConfig, RunConfig, run
@@ -354,22 +353,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_in_parallel(argv: list[str], keys: list[str], parallel: int) -> None:
-    """Each cell ``STUDENT/CONFIG/SEED`` of ``keys`` as ``--only`` in its own process, ``parallel`` at a time, the
-    CPU's threads split evenly among them; a failed cell is reported and left for the next invocation."""
-    env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // parallel))}
-
-    def one(key: str) -> None:
-        log = Path(tempfile.gettempdir()) / f"ablation-{key.replace('/', '-')}.log"
-        with open(log, "w") as f:
-            rc = subprocess.call([sys.executable, "-m", "bench.distill_ablation", *argv, "--only", key],
-                                 stdout=f, stderr=subprocess.STDOUT, env=env)
-        print(f"cell {key}: {'done' if rc == 0 else f'failed ({rc}), see {log}'}", flush=True)
-
-    with ThreadPoolExecutor(parallel) as pool:
-        list(pool.map(one, keys))
-
-
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     students, configs = a.students.split(","), a.configs.split(",")
@@ -386,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.parallel > 1 and not (a.only or a.report):
         todo = [key for seed in seeds for st in students for c in configs  # a cut campaign leaves whole seeds
                 if (key := f"{st}/{c}/{seed}") not in saved and load_cell(a, st, c, seed) is None]
-        run_in_parallel([*(sys.argv[1:] if argv is None else argv), "--parallel", "1"], todo, a.parallel)
+        run_in_parallel("bench.distill_ablation", [*(sys.argv[1:] if argv is None else argv), "--parallel", "1"], todo,
+                        a.parallel)
     res.update(settings=settings, command=command("bench.distill_ablation", argv),
                machine={"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                         "device": "cuda" if torch.cuda.is_available() else "cpu"})

@@ -13,7 +13,7 @@ lattice factor (:mod:`kdcore.explain.lattice`) of the deletion images' maps at 1
 Time: one batch of 32 maps per default method, next to one forward+backward (cross-entropy, all parameter
 gradients) of the same batch, median of ``--repeats``; the ratio is what to compare (the CPU is shared).
 ``--settings all`` runs every choice of every setting (to choose defaults on a subset), ``default`` the defaults.
-Writes ``bench/results/explain.json`` and ``.md`` (``--out``).
+Writes ``bench/results/explain.json`` and ``.md`` (``--out``); ``--report`` rewrites the markdown from the JSON.
 
     nice -n 10 python -m bench.explain_bench --settings all --n 64 --steps 8 --loc-n 150 --repeats 1 \
         --out bench/results/explain_settings
@@ -24,9 +24,11 @@ Writes ``bench/results/explain.json`` and ``.md`` (``--out``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -138,6 +140,9 @@ def bench_model(ref: str, a: argparse.Namespace) -> dict:
     return row
 
 
+TITLE = "LRP and Grad-CAM: faithfulness, localisation and cost"
+
+
 def _ci(summary: dict) -> str:
     lo, hi = summary["ci95"]
     return f"{summary['mean']:.3f} [{lo:.2f}, {hi:.2f}]"
@@ -168,8 +173,27 @@ def markdown(res: dict) -> list[str]:
             "", f"Localisation baselines and the occlusion check (box folder, first {res['loc_n']} images):", "",
             *md_table(["model", "n", "accuracy", "centre point", "centre point, box +15%", "uniform map",
                        "occlusion: tumour box drop", "equal-area box drop", "tumour drop larger"], base),
+            "", "Per tumour class: where each map points, against the centre point, and whether the model uses the "
+            "tumour at all (the occlusion check: the explained class's probability drop when the tumour box is "
+            "black, against an equal-area box elsewhere in the head; a map cannot be asked to point where the "
+            "model does not look):", "", *per_class_table(res),
             "", f"Time per batch of {res['batch']} maps:", "",
             *md_table(["model", "method (defaults)", "time", "x forward+backward", "forward+backward"], times)]
+
+
+def per_class_table(res: dict) -> list[str]:
+    """Pointing game of every method setting per model and tumour class, the centre point, the occlusion check."""
+    rows, labels = [], []
+    for row in res["models"]:
+        located = [e for e in row["settings"] if "localisation" in e]
+        labels = [f"{e['method']} {' '.join(str(v) for v in e['settings'].values())}".strip() for e in located]
+        for cls, first in located[0]["localisation"]["per_class"].items():
+            rows.append([row["model"], cls, first["n"],
+                         *(_ci(e["localisation"]["per_class"][cls]["pointing_game"]) for e in located),
+                         _ci(first["centre_pointing_game"]), _ci(first["occlusion_tumour_drop"]),
+                         _ci(first["occlusion_control_drop"]), _ci(first["occlusion_tumour_larger"])])
+    return md_table(["model", "class", "n", *(f"pointing: {label}" for label in labels), "centre point",
+                     "occlusion: tumour box drop", "equal-area box drop", "tumour drop larger"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,16 +210,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loc-n", type=int, default=750, help="box images for localisation (classes in turn)")
     p.add_argument("--settings", choices=("default", "all"), default="default")
     p.add_argument("--out", default=str(RESULTS / "explain"))
+    p.add_argument("--report", action="store_true", help="rewrite the markdown from OUT.json; measure nothing")
     a = p.parse_args(argv)
+    if a.report:
+        res = json.loads(Path(a.out).with_suffix(".json").read_text())
+        write(a.out, res, TITLE, markdown(res), note(res))
+        return 0
     res = {"command": command("bench.explain_bench", argv), "threads": torch.get_num_threads(),
            "loadavg_start": os.getloadavg(), "batch": a.batch, "steps": a.steps, "patch": a.patch,
            "loc_n": a.loc_n, "settings": a.settings,
            "models": [bench_model(ref, a) for ref in (a.teacher, a.student)]}
     res["loadavg_end"] = os.getloadavg()
-    write(a.out, res, "LRP and Grad-CAM: faithfulness, localisation and cost", markdown(res),
-          f" (threads {res['threads']}, load average {res['loadavg_start'][0]:.1f} at start); batch {a.batch}, "
-          f"{a.steps} deletion/insertion steps of {a.patch}x{a.patch} patches, black baseline.")
+    write(a.out, res, TITLE, markdown(res), note(res))
     return 0
+
+
+def note(res: dict) -> str:
+    return (f" (threads {res['threads']}, load average {res['loadavg_start'][0]:.1f} at start); batch {res['batch']}, "
+            f"{res['steps']} deletion/insertion steps of {res['patch']}x{res['patch']} patches, black baseline.")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@
    over seeds of the final epoch's validation accuracy; the seed spread is kept. ``--only NAME/SEED`` runs one
    distillation alone (to run several side by side).
 4. Per proxy, over the distilled candidates: Kendall tau and Spearman rho, each with a 95% bootstrap interval over
-   candidates; a one-sided permutation p-value for tau (shuffled targets); the top-k hit rate (the share of the
-   proxy's top 3 within the true top 5); the suggested library default (:func:`kdcore.rank.proxies.default_proxy`).
+   candidates; one- and two-sided permutation p-values for tau (shuffled targets); the top-k hit rate (the share of the
+   proxy's top 3 within the true top 5); the library default it implies (:func:`kdcore.rank.proxies.default_proxy`).
+   ``--publish`` ships the figures with the library (:mod:`kdcore.rank.validation`).
 
 Resumable: proxies already in the JSON are kept, a finished distillation is read from its ``result.json`` and a
-half-done one continues from its checkpoint. Writes ``OUT.json``, ``OUT.md`` and ``OUT_scatter.html`` / ``.png``
-(accuracy against each proxy, error bars = seed std).
+half-done one continues from its checkpoint; ``--parallel N`` distils the missing runs as N processes. Writes
+``OUT.json``, ``OUT.md`` and ``OUT_scatter.html`` / ``.png`` (accuracy against each proxy, error bars = seed std).
 
     nohup nice -n 10 python -m bench.rank_validate > runs/rank-validate.log 2>&1 &
 """
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
+from bench.parallel import run_in_parallel
 from bench.report import RESULTS, command, md_table, write
 from kdcore.data.pack import load_train_data
 from kdcore.distill import make_config, run
@@ -42,6 +44,7 @@ from kdcore.engine.loop import run_to_end
 from kdcore.models import load_model, resolve_model_path
 from kdcore.rank.candidates import CANDIDATES, candidate_cost, candidate_table
 from kdcore.rank.proxies import BAR_P, BAR_TAU, PROXIES, default_proxy, probe_batch, rank
+from kdcore.rank.validation import VALIDATION_FILE
 
 TOP_K, TRUE_TOP = 3, 5
 
@@ -107,7 +110,8 @@ def proxy_scores(proxies: list[str], names: list[str], teacher: torch.nn.Module,
 
 def agreement(values: list[float], target: list[float], rounds: int, seed: int = 0) -> dict:
     """Kendall tau and Spearman rho of ``values`` against ``target`` with 95% bootstrap intervals over candidates,
-    the one-sided permutation p-value of tau and the top-k hit rate."""
+    the permutation p-values of tau (one-sided: as high by chance; two-sided: as far from zero) and the top-k hit
+    rate."""
     v, t = np.asarray(values), np.asarray(target)
     rng = np.random.default_rng(seed)
     tau, rho = float(kendalltau(v, t)[0]), float(spearmanr(v, t)[0])
@@ -122,8 +126,9 @@ def agreement(values: list[float], target: list[float], rounds: int, seed: int =
     return {"tau": tau, "tau_low": float(np.nanpercentile(b[:, 0], 2.5)),
             "tau_high": float(np.nanpercentile(b[:, 0], 97.5)), "rho": rho,
             "rho_low": float(np.nanpercentile(b[:, 1], 2.5)), "rho_high": float(np.nanpercentile(b[:, 1], 97.5)),
-            "p": float((1 + np.sum(null >= tau)) / (1 + rounds)), "top_k_hit": len(top) / min(TOP_K, len(v)),
-            "n": len(v)}
+            "p": float((1 + np.sum(null >= tau)) / (1 + rounds)),
+            "p_two_sided": float((1 + np.sum(np.abs(null) >= abs(tau))) / (1 + rounds)),
+            "top_k_hit": len(top) / min(TOP_K, len(v)), "n": len(v)}
 
 
 def correlations(res: dict, rounds: int) -> dict:
@@ -136,10 +141,26 @@ def correlations(res: dict, rounds: int) -> dict:
             if all(n in s for n in done)}
 
 
-def validation_entry(stats: dict) -> dict:
+def validation_entry(stats: dict, seconds: dict[str, float]) -> dict:
     """The form :data:`kdcore.rank.proxies.VALIDATION` holds."""
     return {p: {"tau": round(s["tau"], 3), "low": round(s["tau_low"], 3), "high": round(s["tau_high"], 3),
-                "p": round(s["p"], 4), "n": s["n"]} for p, s in stats.items()}
+                "p": round(s["p"], 4), "n": s["n"], "seconds": round(seconds[p], 3)} for p, s in stats.items()}
+
+
+def publish(res: dict, path: Path) -> None:
+    """The library's :mod:`kdcore.rank.validation` file: the recipe, each proxy's agreement, each candidate's
+    distilled accuracy (mean and std over seeds)."""
+    b = res["budget"]
+    recipe = (f"plain logit KD (ce + kd, T {b['distill']['temperature']:g}) from the teacher "
+              f"`{res['teacher']['source']}` at {b['size']} px, {b['train']['epochs']} epochs"
+              + (f" x {b['train']['max_images']} images" if b["train"]["max_images"] else "")
+              + f", batch {b['train']['batch_size']}, lr {b['train']['lr']:g}; final-epoch validation accuracy, mean "
+              f"and std over seeds {', '.join(map(str, res['seeds']))}")
+    distilled = {n: {"accuracy": round(d["accuracy"], 4), "std": round(d["std"], 4)}
+                 for n, d in res["distilled"].items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"recipe": recipe, "command": res["command"], "proxies": res["validation"],
+                                "distilled": distilled}, indent=1) + "\n")
 
 
 def write_report(res: dict, out: Path) -> None:
@@ -148,25 +169,28 @@ def write_report(res: dict, out: Path) -> None:
     seconds = {p: float(np.median([r["seconds"] for r in s.values()])) for p, s in res["proxies"].items()}
     body = [f"## Proxies against distilled accuracy ({len(res['distilled'])} of {len(cands)} candidates distilled)",
             "", f"Target: mean over seeds {res['seeds']} of the final validation accuracy. Intervals: 95% bootstrap "
-            f"over candidates; p: one-sided permutation test of tau; top-{TOP_K} hit: share of the proxy's top "
-            f"{TOP_K} within the true top {TRUE_TOP}. The bar: tau >= {BAR_TAU} with p < {BAR_P}.", "",
-            *md_table(["proxy", "Kendall tau [95%]", "p", "Spearman rho [95%]", f"top-{TOP_K} hit",
+            "over candidates; p: one-sided permutation test of tau (a tau this high by chance); p, two-sided: a tau "
+            f"this far from zero by chance; top-{TOP_K} hit: share of the proxy's top {TOP_K} within the true top "
+            f"{TRUE_TOP}. The bar: tau >= {BAR_TAU} with p < {BAR_P}.", "",
+            *md_table(["proxy", "Kendall tau [95%]", "p", "p, two-sided", "Spearman rho [95%]", f"top-{TOP_K} hit",
                        "s per candidate (median / max)"],
                       [[p, f"{s['tau']:+.3f} [{s['tau_low']:+.2f}, {s['tau_high']:+.2f}]", f"{s['p']:.4f}",
+                        f"{s['p_two_sided']:.4f}",
                         f"{s['rho']:+.3f} [{s['rho_low']:+.2f}, {s['rho_high']:+.2f}]", f"{s['top_k_hit']:.2f}",
                         f"{seconds[p]:.2f} / {max(r['seconds'] for r in res['proxies'][p].values()):.2f}"]
                        for p, s in sorted(stats.items(), key=lambda kv: -kv[1]["tau"])])]
     if stats:
-        res["validation"] = validation_entry(stats)
-        res["suggested_default"] = default_proxy(res["validation"], seconds)
-        body += ["", f"Suggested default (best tau, a tie to the cheaper): **{res['suggested_default']}**. For "
-                 "`kdcore.rank.proxies.VALIDATION`:", "", "```", json.dumps(res["validation"]), "```"]
+        res["validation"] = validation_entry(stats, seconds)
+        res["suggested_default"] = default_proxy(res["validation"])
+        body += ["", f"Default (best tau, a tie to the cheaper): **{res['suggested_default']}**. `--publish` "
+                 "ships these figures with the library (`kdcore/bundled/ranking/validation.json`)."]
     rows = [[n, f"{c['params'] / 1e6:.2f}", f"{c['flops'] / 1e6:.0f}"]
             + [f"{res['proxies'][p][n]['score']:.4g}" if n in res["proxies"][p] else "-" for p in res["proxies"]]
             + ([f"{res['distilled'][n]['accuracy']:.4f} ± {res['distilled'][n]['std']:.4f}"]
                if n in res["distilled"] else ["-"]) for n, c in sorted(cands.items(), key=lambda kv: kv[1]["params"])]
     body += ["", "## Per candidate", "",
-             *md_table(["candidate", "params (M)", "MFLOPs", *res["proxies"], "accuracy ± seed std"], rows)]
+             *md_table(["candidate", "params (M)", "MFLOPs", *res["proxies"], "accuracy ± seed std"], rows),
+             *settling(res)]
     t = res["teacher"]
     write(out, res, "Training-free proxies against distilled accuracy", body,
           f"  \nTeacher: `{t['source']}` ({t['arch']}); proxies at {res['size']} px on N = {res['n']}, "
@@ -174,6 +198,30 @@ def write_report(res: dict, out: Path) -> None:
           f"load average {res['loadavg'][0]:.1f} at the start.")
     if len(res["distilled"]) >= 3:
         plot(res, out)
+
+
+def settling(res: dict, back: int = 5) -> list[str]:
+    """Have the targets flattened? Per distilled candidate the mean over seeds of the validation accuracy ``back``
+    epochs before the end and at the end, the change, and the best epoch's (chosen on validation, secondary); and
+    Kendall tau between the candidates' order then and at the end."""
+    names = sorted(res["distilled"], key=lambda n: -res["distilled"][n]["accuracy"])
+    if len(names) < 3:
+        return []
+    curves = {n: np.array([r["curve"] for r in res["distilled"][n]["runs"]]) for n in names}
+    epochs = min(c.shape[1] for c in curves.values())
+    if epochs <= back:
+        return []
+    before = {n: float(c[:, epochs - 1 - back].mean()) for n, c in curves.items()}
+    end = {n: res["distilled"][n]["accuracy"] for n in names}
+    tau = float(kendalltau([before[n] for n in names], [end[n] for n in names])[0])
+    rows = [[n, f"{before[n]:.4f}", f"{end[n]:.4f}", f"{end[n] - before[n]:+.4f}",
+             f"{float(curves[n].max(1).mean()):.4f}"] for n in names]
+    return ["", f"## Have the accuracies flattened? (epoch {epochs - back} against the final epoch {epochs})", "",
+            f"Mean over seeds. Kendall tau between the candidates' order at epoch {epochs - back} and at epoch "
+            f"{epochs}: {tau:+.3f}; median change over the last {back} epochs "
+            f"{float(np.median([end[n] - before[n] for n in names])):+.4f}.", "",
+            *md_table(["candidate", f"epoch {epochs - back}", f"epoch {epochs} (the target)", "change",
+                       "best epoch (chosen on validation)"], rows)]
 
 
 def plot(res: dict, out: Path) -> None:
@@ -236,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phase", choices=["all", "proxies", "report"], default="all",
                    help="proxies: scores only (no distillation); report: rewrite the report from the JSON")
     p.add_argument("--only", default=None, help="distil one candidate NAME/SEED (writes its result.json) and stop")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="distil the missing runs as this many processes at once (whole seeds first, within a seed "
+                        "the slowest candidate first), the CPU threads shared among them")
     p.add_argument("--n", type=int, default=64, help="proxies: images in the batch")
     p.add_argument("--inits", type=int, default=1, help="proxies: random initialisations per candidate")
     p.add_argument("--size", type=int, default=64, help="recipe: resolution of the student")
@@ -246,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--rounds", type=int, default=2000, help="bootstrap and permutation rounds")
     p.add_argument("--out", default=str(RESULTS / "rank_validate"))
+    p.add_argument("--publish", nargs="?", const=str(VALIDATION_FILE), default=None, metavar="PATH",
+                   help="also write the validation the library ships (default PATH: %(const)s)")
     a = p.parse_args(argv)
     a.seeds = [int(x) for x in a.seeds.split(",")]
     a.proxies = a.proxies.split(",")
@@ -272,6 +325,12 @@ def main(argv: list[str] | None = None) -> int:
             res["proxies"] |= proxy_scores(missing, names, teacher, info, data, a)
         out.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(res, indent=1))
+        if a.phase == "all" and a.parallel > 1:
+            todo = [f"{n}/{seed}" for seed in a.seeds
+                    for n in sorted(names, key=lambda n: -res["candidates"][n]["latency_ms"])
+                    if not (runs / n / f"seed{seed}" / "result.json").is_file()]
+            run_in_parallel("bench.rank_validate", [*(sys.argv[1:] if argv is None else argv), "--parallel", "1"],
+                            todo, a.parallel)
         if a.phase == "all":
             for name in names:
                 if name not in res["distilled"]:
@@ -281,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
                     write_report(res, out)
     res["correlations"] = correlations(res, a.rounds)
     write_report(res, out)
+    if a.publish:
+        if "validation" not in res:
+            sys.exit("nothing to publish: fewer than three candidates distilled")
+        publish(res, Path(a.publish))
     return 0
 
 

@@ -298,8 +298,7 @@ def _args_rank(p: argparse.ArgumentParser) -> None:
     p.add_argument("--proxy", default=None,
                    help="diswot, diswot_thesis, m_s, m_r, synflow, naswot, gradnorm, snip, zico, params, flops, "
                         "latency or random (docs/ranking.md). Default: the proxy with the best measured Kendall "
-                        "tau against distilled accuracy; until the proxy validation has run, params (the only "
-                        "proxy with a positive tau, +0.44, in the earlier 13-candidate check, and the cheapest)")
+                        "tau against distilled accuracy in the shipped validation (params when none is shipped)")
     p.add_argument("--random-teacher", action="store_true", help="score against a randomly initialised teacher")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--inits", type=int, default=1, help="average over this many random initialisations")
@@ -311,7 +310,7 @@ def _args_rank(p: argparse.ArgumentParser) -> None:
 def cmd_rank(a: argparse.Namespace) -> int:
     from kdcore.models import load_model
     from kdcore.rank.candidates import build_candidate
-    from kdcore.rank.proxies import rank_for_teacher
+    from kdcore.rank.proxies import rank_for_teacher, validation_note
 
     teacher, info = load_model(a.teacher)
     if a.random_teacher:
@@ -320,13 +319,19 @@ def cmd_rank(a: argparse.Namespace) -> int:
     rows = rank_for_teacher(teacher, info.spec, info.class_names, a.data, names,
                             int(a.max_params) if a.max_params is not None else None, a.max_latency_ms, a.proxy,
                             a.batch_size, a.inits, a.seed, a.split)
-    keys = ("name", "proxy", "score", "score_std", "seconds", "params", "flops", "latency_ms")
+    keys = ("name", "proxy", "score", "score_std", "seconds", "params", "flops", "latency_ms", "distilled_accuracy",
+            "distilled_std", "pareto")
     out = [{k: r[k] for k in keys} for r in rows]
-    print(f"proxy: {out[0]['proxy']}")
-    print(f"{'#':>2} {'candidate':<28}{'score':>12}{'±':>10}{'s':>7}{'params':>9}{'MFLOPs':>9}{'ms':>7}")
+    print(f"proxy: {out[0]['proxy']}. {validation_note(out[0]['proxy'])} (docs/ranking.md)")
+    print(f"{'#':>2} {'candidate':<28}{'score':>12}{'±':>10}{'s':>7}{'params':>9}{'MFLOPs':>9}{'ms':>7}"
+          f"{'distilled acc':>17}")
     for i, r in enumerate(out, 1):
+        acc = ("" if r["distilled_accuracy"] is None else
+               f"{r['distilled_accuracy']:.3f}±{r['distilled_std']:.3f}{'*' if r['pareto'] else ' '}")
         print(f"{i:>2} {r['name']:<28}{r['score']:>12.4g}{r['score_std']:>10.3g}{r['seconds']:>7.2f}"
-              f"{r['params'] / 1e6:>8.2f}M{r['flops'] / 1e6:>9.0f}{r['latency_ms']:>7.1f}")
+              f"{r['params'] / 1e6:>8.2f}M{r['flops'] / 1e6:>9.0f}{r['latency_ms']:>7.1f}{acc:>17}")
+    if any(r["pareto"] for r in out):
+        print("distilled acc: measured in the proxy validation (mean±std over seeds); *: accuracy/latency Pareto set")
     _write_json(a.json, out)
     return 0
 

@@ -35,25 +35,37 @@ def curves_figure(history: list[dict]) -> go.Figure:
 
 
 def rank_figure(rows: list[dict], annotate: int = 3) -> go.Figure:
-    """The proxy's score against parameters, coloured by batch-1 latency (``rows`` of the ranking, best first):
-    every candidate's figures on hover, the ``annotate`` best named on the plot; a log score axis when the scores
-    are positive and span more than three decades (SynFlow)."""
+    """The proxy's score against batch-1 latency, coloured by parameters (``rows`` of the ranking, best first):
+    every candidate's figures on hover, the ``annotate`` best named on the plot, the accuracy/latency Pareto set
+    of the candidates with a measured distilled accuracy drawn as stars; a log score axis when the scores are
+    positive and span more than three decades (SynFlow)."""
     scores = [r["score"] for r in rows]
     log = min(scores) > 0 and max(scores) > 1000 * min(scores)
+
+    def acc(r: dict) -> str:
+        if r.get("distilled_accuracy") is None:
+            return "not distilled"
+        return f"distilled {r['distilled_accuracy']:.3f} ± {r['distilled_std']:.3f}" + (" · Pareto" * r["pareto"])
+
     fig = go.Figure(go.Scatter(
-        x=[r["params"] / 1e6 for r in rows], y=scores, mode="markers",
-        customdata=[[r["name"], r["latency_ms"], i] for i, r in enumerate(rows, 1)],
-        marker=dict(size=11, color=[r["latency_ms"] for r in rows], colorscale="Viridis", showscale=True,
-                    colorbar=dict(title="latency ms")),
-        hovertemplate=("#%{customdata[2]} %{customdata[0]}<br>%{x:.2f} M params · %{customdata[1]:.2f} ms<br>"
-                       "score %{y:.4g}<extra></extra>")))
+        x=[r["latency_ms"] for r in rows], y=scores, mode="markers", name="candidates",
+        customdata=[[r["name"], r["params"] / 1e6, i, acc(r)] for i, r in enumerate(rows, 1)],
+        marker=dict(size=11, color=[r["params"] / 1e6 for r in rows], colorscale="Viridis", showscale=True,
+                    colorbar=dict(title="params M"),
+                    symbol=["star" if r.get("pareto") else "circle" for r in rows],
+                    line=dict(width=[2 if r.get("pareto") else 0 for r in rows], color="crimson")),
+        hovertemplate=("#%{customdata[2]} %{customdata[0]}<br>%{x:.2f} ms · %{customdata[1]:.2f} M params<br>"
+                       "score %{y:.4g}<br>%{customdata[3]}<extra></extra>")))
     for i, r in enumerate(rows[:annotate], 1):
-        fig.add_annotation(x=r["params"] / 1e6, y=math.log10(r["score"]) if log else r["score"],
+        fig.add_annotation(x=r["latency_ms"], y=math.log10(r["score"]) if log else r["score"],
                            text=f"#{i} {r['name']}", showarrow=True, arrowhead=2, ax=40, ay=-30 * i,
                            bgcolor="rgba(255,255,255,0.8)")
     proxy = rows[0].get("proxy", "proxy")
-    fig.update_layout(xaxis_title="parameters (M)", yaxis_title=f"{proxy} score (higher is better)", height=380,
-                      margin=MARGIN, hovermode="closest", yaxis_type="log" if log else "linear")
+    title = ("stars: the accuracy/latency Pareto set of the distilled candidates"
+             if any(r.get("pareto") for r in rows) else None)
+    fig.update_layout(xaxis_title="latency ms (batch 1, this CPU)", yaxis_title=f"{proxy} score (higher is better)",
+                      height=380, margin=MARGIN | dict(t=40), hovermode="closest",
+                      yaxis_type="log" if log else "linear", title=dict(text=title, font=dict(size=12)))
     return fig
 
 

@@ -13,6 +13,7 @@ REPORTS = {
     "The Distill tab's short preset: KD against the student alone": "short_preset",
     "Reproduction of both models on a 2-core CPU (preset cpu)": "reproduce_cpu",
     "Explanations: tumour localisation, faithfulness, lattice": "explain",
+    "Student selection: training-free proxies against distilled accuracy": "rank_validate",
     "Calibration and the out-of-distribution check": "calibration_ood",
     "The validation split: copies of training images it holds": "split_leak",
 }

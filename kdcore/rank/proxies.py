@@ -40,6 +40,7 @@ from kdcore.errors import KDCoreError
 from kdcore.models import count_params
 from kdcore.rank.candidates import build_candidate, candidate_cost, candidate_table
 from kdcore.rank.diswot import SCORES, ScoreVariant, Terms, compare, model_terms, stratified_batches
+from kdcore.rank.validation import load_validation, with_accuracy
 
 #: Activation layers whose output signs make NASWOT's binary codes.
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.Mish)
@@ -207,28 +208,45 @@ def random_draw(name: str, model: nn.Module, probe: Probe) -> float:
     return float(np.random.default_rng([probe.seed, zlib.crc32(name.encode())]).random())
 
 
-#: Kendall tau of proxies against distilled accuracy, from ``python -m bench.rank_validate``
-#: (``bench/results/rank_validate.md``): ``{proxy: {"tau", "low", "high", "p", "n"}}``, ``low``/``high`` the 95%
-#: bootstrap interval over candidates, ``p`` the permutation p-value. Empty until that validation has run.
-VALIDATION: dict[str, dict[str, float]] = {}
+#: The published proxy validation (:mod:`kdcore.rank.validation`, from ``python -m bench.rank_validate --publish``).
+PUBLISHED = load_validation()
 
-#: The default until :data:`VALIDATION` has results: the parameter count, the only proxy with a positive Kendall
-#: tau in the earlier 13-candidate, 1-seed check (+0.44, p = 0.04, against -0.36 for DisWOT; docs/ranking.md) and
-#: the cheapest.
+#: Kendall tau of each validated proxy against distilled accuracy: ``{proxy: {"tau", "low", "high", "p", "n",
+#: "seconds"}}``, ``low``/``high`` the 95% bootstrap interval over candidates, ``p`` the permutation p-value,
+#: ``seconds`` its median cost per candidate.
+VALIDATION: dict[str, dict[str, float]] = PUBLISHED.proxies
+
+#: The default when no validation is shipped: the parameter count, the cheapest proxy.
 FALLBACK = "params"
 
 #: A proxy is shown as predictive when its measured tau is at least this with p below :data:`BAR_P`.
 BAR_TAU, BAR_P = 0.5, 0.05
 
 
-def default_proxy(validation: dict[str, dict[str, float]] = VALIDATION,
-                  seconds: dict[str, float] | None = None) -> str:
-    """The proxy with the best measured tau in ``validation`` (a tie goes to the cheaper by ``seconds`` per
+def default_proxy(validation: dict[str, dict[str, float]] = VALIDATION) -> str:
+    """The proxy with the best measured tau in ``validation`` (a tie goes to the one with fewer ``seconds`` per
     candidate), or :data:`FALLBACK` when nothing has been measured."""
     if not validation:
         return FALLBACK
-    cost = seconds or {}
-    return max(validation, key=lambda p: (validation[p]["tau"], -cost.get(p, float("inf"))))
+    return max(validation, key=lambda p: (validation[p]["tau"], -validation[p].get("seconds", float("inf"))))
+
+
+def validation_note(proxy: str, validation: dict[str, dict[str, float]] = VALIDATION) -> str:
+    """What the validation showed of ``proxy`` in plain words: its Kendall tau with interval, and a warning when it
+    (or, unvalidated, every proxy) is below the bar."""
+    bar = f"the bar (Kendall tau >= {BAR_TAU} against distilled accuracy with p < {BAR_P})"
+    passing = [p for p, v in validation.items() if v["tau"] >= BAR_TAU and v["p"] < BAR_P]
+    caveat = "The ranking is a guide only: distil the top few candidates before choosing."
+    if proxy not in validation:
+        return ("⚠ This proxy was not validated; " + (f"proxies that pass {bar}: {', '.join(passing)}." if passing
+                                                       else f"no proxy has passed {bar} on this task.") + f" {caveat}")
+    v = validation[proxy]
+    measured = (f"Measured Kendall tau against distilled accuracy: {v['tau']:+.2f} (95% interval {v['low']:+.2f} "
+                f"to {v['high']:+.2f}, p = {v['p']:.3f}, {v['n']:.0f} candidates).")
+    if proxy in passing:
+        return measured
+    return (f"{measured} ⚠ Below {bar}: this proxy has not shown that it predicts which student distils best"
+            + ("" if passing else ", and no proxy has") + f". {caveat}")
 
 
 def probe_batch(pixels: torch.Tensor, labels: torch.Tensor, spec: InputSpec, num_classes: int,
@@ -289,7 +307,8 @@ def rank_for_teacher(
 ) -> list[dict]:
     """The whole ranking the CLI and the app run: candidate table (limits applied first), one stratified batch
     from the training side of ``data``'s split, ``proxy``'s scores (:func:`default_proxy` if None). Rows best
-    first: ``{name, family, proxy, score, score_std, seconds, params, flops, latency_ms}``.
+    first: ``{name, family, proxy, score, score_std, seconds, params, flops, latency_ms, distilled_accuracy,
+    distilled_std, pareto}`` (the last three from :data:`PUBLISHED`, see :func:`kdcore.rank.validation.with_accuracy`).
     ``progress(stage, done, total)`` reports each candidate measured (``"measure"``) and scored (``"score"``).
     """
     proxy = get_proxy(proxy or default_proxy()).name
@@ -300,4 +319,4 @@ def rank_for_teacher(
                                                       progress=progress)}
     probe = probe_batch(train.train.pixels, train.train.labels, spec, len(class_names), teacher, batch_size, seed)
     rows = rank(list(table), probe, proxy, inits, progress)
-    return [table[r["name"]] | r | {"proxy": proxy} for r in rows]
+    return with_accuracy([table[r["name"]] | r | {"proxy": proxy} for r in rows], PUBLISHED)

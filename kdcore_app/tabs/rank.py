@@ -8,19 +8,25 @@ from typing import NamedTuple
 import gradio as gr
 import pandas as pd
 
-from kdcore.rank.proxies import BAR_P, BAR_TAU, PROXIES, VALIDATION, default_proxy
+from kdcore.rank.proxies import PROXIES, PUBLISHED, default_proxy, validation_note
 from kdcore.service import data_note, rank_students
 from kdcore_app.errors import user_errors
 from kdcore_app.figures import rank_figure
+from kdcore_app.measured import REPORTS
 from kdcore_app.state import DATA_HELP, AppState
 
 ABOUT = ("Training-free ranking: each candidate architecture, at random initialisation, is scored by a proxy on "
          "one stratified batch (higher is better), without distilling it. Pick the proxy below; the limits drop "
          "candidates before anything is scored.")
+#: the Benchmark tab's report of the proxy validation
+REPORT = next(title for title, name in REPORTS.items() if name == "rank_validate")
 COLUMNS = ("**score**: the proxy's value, higher is predicted better; **±**: its spread over random "
            "initialisations (0 for one); **latency ms**: median of 30 warm batch-1 forward passes on this "
            "server's CPU (measured once per candidate and kept); **MFLOPs** per image; **s**: seconds to score "
-           "the candidate.")
+           "the candidate; **distilled acc**: the validation accuracy the candidate reached when distilled in the "
+           "proxy validation (mean ± std over seeds; – if it was not distilled; ★ on the accuracy/latency Pareto "
+           "set of the ranked candidates; the recipe: " + (PUBLISHED.recipe or "none shipped") + "). The validation "
+           "table: Benchmark tab, measured figures, \"" + REPORT + "\" (`docs/ranking.md`).")
 STAGES = {"measure": "measuring parameters, FLOPs and latency", "score": "scoring against the teacher"}
 
 
@@ -36,21 +42,15 @@ def ranking_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{"rank": i, "candidate": r["name"], "family": r["family"], "score": float(f"{r['score']:.5g}"),
                           "±": float(f"{r['score_std']:.3g}"), "params (M)": round(r["params"] / 1e6, 3),
                           "MFLOPs": round(r["flops"] / 1e6, 1), "latency ms": r["latency_ms"],
+                          "distilled acc": "–" if r["distilled_accuracy"] is None else
+                          f"{r['distilled_accuracy']:.3f} ± {r['distilled_std']:.3f}" + (" ★" if r["pareto"] else ""),
                           "s": r["seconds"]} for i, r in enumerate(rows, 1)])
 
 
 def proxy_note(proxy: str) -> str:
-    """Which proxy ranks and what is known of it: its measured Kendall tau with the interval, or a warning."""
-    what = f"**Proxy in use: {proxy}** ({PROXIES[proxy].summary})."
-    if proxy in VALIDATION:
-        v = VALIDATION[proxy]
-        shown = v["tau"] >= BAR_TAU and v["p"] < BAR_P
-        return (f"{what} Measured Kendall tau against distilled accuracy: {v['tau']:+.2f} (95% interval "
-                f"{v['low']:+.2f} to {v['high']:+.2f}, p = {v['p']:.3f}, {v['n']:.0f} candidates)"
-                + ("." if shown else f": below the bar (tau >= {BAR_TAU} with p < {BAR_P}); a guide only."))
-    return (f"{what} ⚠ No proxy has shown predictive value on this task yet (the bar: Kendall tau >= {BAR_TAU} "
-            f"against distilled accuracy with p < {BAR_P}); this proxy has no validation result. The recommendation "
-            "is a guide only: distil the top few candidates before choosing.")
+    """Which proxy ranks, and what its validation showed (:func:`kdcore.rank.proxies.validation_note`)."""
+    return (f"**Proxy in use: {proxy}** ({PROXIES[proxy].summary}). {validation_note(proxy)} The validation "
+            f"table: Benchmark tab, \"{REPORT}\".")
 
 
 def build(state: AppState) -> RankTab:

@@ -144,6 +144,8 @@ def test_rank_students(client, tiny_data):
                                        "test_resnet, test_efficientnet", 8, api_name="/rank")
     assert sorted(r[1] for r in table["data"]) == ["test_efficientnet", "test_resnet"]
     assert table["headers"][:4] == ["rank", "candidate", "family", "score"]
+    acc = table["headers"].index("distilled acc")  # neither test model was in the proxy validation
+    assert [r[acc] for r in table["data"]] == ["–", "–"]
     assert pick["value"] == table["data"][0][1]
     import json
 

@@ -119,10 +119,13 @@ def test_diswot_proxies_are_the_terms(teacher):
 
 
 def test_default_is_the_best_measured_tau_and_a_tie_goes_to_the_cheaper():
-    assert default_proxy({}) == proxies.FALLBACK == default_proxy()  # nothing validated yet
-    measured = {"diswot": {"tau": 0.2}, "naswot": {"tau": 0.6}, "synflow": {"tau": 0.6}}
-    assert default_proxy(measured, {"naswot": 0.5, "synflow": 0.1}) == "synflow"
-    assert default_proxy(measured, {"naswot": 0.1, "synflow": 0.5}) == "naswot"
+    assert default_proxy({}) == proxies.FALLBACK  # nothing validated
+    measured = {"diswot": {"tau": 0.2, "seconds": 0.1}, "naswot": {"tau": 0.6, "seconds": 0.5},
+                "synflow": {"tau": 0.6, "seconds": 0.1}}
+    assert default_proxy(measured) == "synflow"
+    assert default_proxy(measured | {"naswot": {"tau": 0.6, "seconds": 0.05}}) == "naswot"
+    best = max(proxies.VALIDATION, key=lambda p: proxies.VALIDATION[p]["tau"])  # the published validation
+    assert default_proxy() == best and proxies.VALIDATION[best]["n"] >= 24
 
 
 def test_rank_sorts_times_and_computes_the_teacher_once(teacher, monkeypatch):

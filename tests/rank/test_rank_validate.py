@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bench import rank_validate
+from kdcore.rank.validation import load_validation
 
 
 def test_agreement_statistics_on_a_perfect_and_a_reversed_proxy():
@@ -19,13 +20,13 @@ def test_agreement_statistics_on_a_perfect_and_a_reversed_proxy():
     assert back["tau"] == pytest.approx(-1) and back["p"] > 0.9 and back["top_k_hit"] == 0
 
 
-def test_harness_runs_end_to_end_on_tiny_settings(tiny_model_dir, tiny_data, tmp_path):
+def test_harness_runs_end_to_end_on_tiny_settings_with_parallel_runs(tiny_model_dir, tiny_data, tmp_path):
     out = tmp_path / "results" / "rank"
     argv = ["--data", str(tiny_data), "--teacher", str(tiny_model_dir), "--split", str(tmp_path / "split.json"),
             "--candidates", "test_resnet,test_efficientnet,resnet10t_w8", "--proxies", "params,synflow,diswot,random",
             "--runs", str(tmp_path / "runs"), "--size", "32", "--epochs", "1", "--batch-size", "8",
             "--max-images", "16", "--seeds", "0,1", "--n", "8", "--rounds", "50", "--out", str(out)]
-    assert rank_validate.main(argv) == 0
+    assert rank_validate.main([*argv, "--parallel", "2"]) == 0  # the runs as processes, then the report
     path = out.with_suffix(".json")
     res = json.loads(path.read_text())
     assert set(res["distilled"]) == {"test_resnet", "test_efficientnet", "resnet10t_w8"}
@@ -36,8 +37,21 @@ def test_harness_runs_end_to_end_on_tiny_settings(tiny_model_dir, tiny_data, tmp
     for acc, d in zip((0.5, 0.7, 0.6), res["distilled"].values()):
         d["accuracy"] = acc
     path.write_text(json.dumps(res))
-    assert rank_validate.main([*argv, "--phase", "report"]) == 0  # rewrites the report from the JSON alone
+    published = tmp_path / "validation.json"
+    assert rank_validate.main([*argv, "--phase", "report", "--publish", str(published)]) == 0  # from the JSON alone
     res = json.loads(path.read_text())
     assert set(res["correlations"]) == {"params", "synflow", "diswot", "random"}
     assert all(-1 <= c["tau"] <= 1 and 0 < c["p"] <= 1 and c["n"] == 3 for c in res["correlations"].values())
     assert res["suggested_default"] in res["validation"] and "Kendall tau" in out.with_suffix(".md").read_text()
+    shipped = load_validation(published)  # what the library would ship
+    assert shipped.proxies == res["validation"] and shipped.distilled["test_resnet"]["accuracy"] == 0.5
+    assert "32 px, 1 epochs x 16 images" in shipped.recipe and "seeds 0, 1" in shipped.recipe
+
+
+def test_settling_compares_the_order_five_epochs_before_the_end_with_the_target():
+    curves = {"a": [0.5] * 5 + [0.6, 0.9], "b": [0.6] * 5 + [0.7, 0.8], "c": [0.4] * 7}
+    res = {"distilled": {n: {"accuracy": c[-1], "runs": [{"curve": c}, {"curve": c}]} for n, c in curves.items()}}
+    text = "\n".join(rank_validate.settling(res))
+    assert "(epoch 2 against the final epoch 7)" in text and "Kendall tau" in text
+    assert "| a | 0.5000 | 0.9000 | +0.4000 | 0.9000 |" in text and "| c | 0.4000 | 0.4000 | +0.0000 |" in text
+    assert rank_validate.settling({"distilled": {}}) == []
