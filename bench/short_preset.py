@@ -8,7 +8,8 @@ is its final epoch's (``last/``) validation accuracy and macro-F1; the mean of i
 (chosen on the same validation images, so optimistic) come second. The wall time is the whole run, teacher cache
 included (the preset's budget: <= 5 min on 2 CPU cores). KD - alone: the mean paired difference over seeds with its
 95% t-interval and sign-flip p-value (primary), and a paired bootstrap over seeds x images (secondary). Finished
-runs are skipped. Writes ``bench/results/short_preset.json`` and ``.md``.
+runs are skipped; ``--reuse OTHER.json`` takes another report's runs of the same configuration (the student alone
+under another teacher). Writes ``bench/results/short_preset.json`` and ``.md``.
 
     python -m bench.short_preset --teacher runs/repro-cpu/teacher/best --seeds 0,1,2,3,4
 """
@@ -43,6 +44,28 @@ def variant_config(base: RunConfig, name: str, seed: int, wall_epochs: int) -> R
     train = replace(base.train, seed=seed, epochs=wall_epochs if name == "alone@wall" else base.train.epochs)
     distill = base.distill if name == "kd" else replace(base.distill, loss={"ce": 1.0})
     return replace(base, train=train, distill=distill)
+
+
+def run_config(cfg: RunConfig) -> dict:
+    """What a run's result depends on: its config, without the teacher when no loss term uses one (the student
+    alone is the same run whichever teacher the preset names)."""
+    d = json.loads(json.dumps(cfg.to_dict()))
+    if not cfg.distill.teacher_needs:
+        d.pop("teacher")
+    return d
+
+
+def matching_runs(res: dict, base: RunConfig) -> dict:
+    """The finished runs of ``res`` (a report's JSON) that are runs of ``base``'s variants: same config, the
+    teacher aside where no loss term uses it."""
+    made = RunConfig.from_dict(res["config"]) if "config" in res else None
+    out = {}
+    for key, r in res.get("runs", {}).items():
+        name, seed = key.rsplit("/", 1)
+        config = r.get("config") or (made and run_config(variant_config(made, name, int(seed), r["epochs"])))
+        if config == run_config(variant_config(base, name, int(seed), r["epochs"])):
+            out[key] = r | {"config": config}
+    return out
 
 
 def run_variant(cfg: RunConfig, data_ref: str, out: Path, split: str | None, val) -> dict:
@@ -113,15 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--override", default="{}", help='JSON merged over the preset, e.g. \'{"train": {"epochs": 1}}\'')
     p.add_argument("--runs", default="runs/short-preset")
     p.add_argument("--out", default=str(RESULTS / "short_preset"))
+    p.add_argument("--reuse", default=None, metavar="JSON",
+                   help="take the finished runs of this other report that are runs of this configuration (e.g. the "
+                        "student alone, which no teacher changes)")
     a = p.parse_args(argv)
     json_path = Path(a.out).with_suffix(".json")
     res = json.loads(json_path.read_text()) if json_path.is_file() else {"runs": {}}
     res["command"] = command("bench.short_preset", argv)
     base = make_config("short", overrides={"teacher": a.teacher, **json.loads(a.override)})
-    config = json.loads(json.dumps(base.to_dict()))
-    if res.get("config", config) != config:
-        res["runs"] = {}  # runs of another configuration are not this one's
-    res["config"] = config
+    reused = matching_runs(json.loads(Path(a.reuse).read_text()), base) if a.reuse else {}
+    res["runs"] = reused | matching_runs(res, base)  # runs of another configuration are not this one's
+    res["wall_epochs"] = next((r["epochs"] for k, r in res["runs"].items() if k.startswith("alone@wall/")), None)
+    res["config"] = json.loads(json.dumps(base.to_dict()))
     data = load_train_data(a.data, base.size, a.split)
     y, k = data.val.labels.numpy(), len(data.class_names)
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -136,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                     res["runs"][key] = res["runs"][f"alone/{seed}"]  # the same run: same seed, same epochs
                     continue
             cfg = variant_config(base, name, seed, res.get("wall_epochs") or base.train.epochs)
-            res["runs"][key] = run_variant(cfg, a.data, Path(a.runs) / name / f"seed{seed}", a.split, data.val)
+            res["runs"][key] = run_variant(cfg, a.data, Path(a.runs) / name / f"seed{seed}", a.split, data.val) | {
+                "config": run_config(cfg)}
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(res))  # progress: a cut benchmark resumes from here
     body = report(res, seeds, y, k)

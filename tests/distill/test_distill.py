@@ -1,6 +1,7 @@
 """The distiller objective, the teacher cache, run configs, resume and the ``distill`` CLI on tiny data."""
 
 import json
+import shutil
 import threading
 
 import pytest
@@ -266,3 +267,14 @@ def test_short_preset_bench_pairs_final_epochs_at_equal_epochs_and_wall_clock(ti
     assert set(res["comparisons"]) == {"kd - alone", "kd - alone@wall"}
     assert res["comparisons"]["kd - alone"]["over_seeds"]["accuracy"]["n"] == 2
     assert "final epoch" in out.with_suffix(".md").read_text()
+    # another teacher: KD runs again, the student alone is taken from the first report, not retrained
+    other = tmp_path / "teacher2"
+    shutil.copytree(tiny_model_dir, other)
+    argv2 = [*argv[:1], str(other), *argv[2:-4], "--runs", str(tmp_path / "runs2"), "--out", str(tmp_path / "sp2"),
+             "--reuse", str(out.with_suffix(".json"))]
+    assert short_preset.main(argv2) == 0
+    res2 = json.loads((tmp_path / "sp2.json").read_text())
+    assert res2["runs"]["alone/0"] == res["runs"]["alone/0"] and res2["wall_epochs"] == res["wall_epochs"]
+    assert res2["runs"]["kd/0"]["config"]["teacher"] == str(other)
+    assert "teacher" not in res2["runs"]["alone/1"]["config"]
+    assert not (tmp_path / "runs2" / "alone").exists() and (tmp_path / "runs2" / "kd" / "seed1").is_dir()
