@@ -131,14 +131,38 @@ def agreement(values: list[float], target: list[float], rounds: int, seed: int =
             "top_k_hit": len(top) / min(TOP_K, len(v)), "n": len(v)}
 
 
-def correlations(res: dict, rounds: int) -> dict:
-    """Per proxy, :func:`agreement` over the distilled candidates (three or more, not all equally accurate)."""
-    done = sorted(res["distilled"])
+def correlations(res: dict, rounds: int, names: list[str] | None = None) -> dict:
+    """Per proxy, :func:`agreement` over the distilled candidates (or those of ``names``; three or more, not all
+    equally accurate)."""
+    done = sorted(names if names is not None else res["distilled"])
     target = [res["distilled"][n]["accuracy"] for n in done]
     if len(done) < 3 or np.ptp(target) == 0:
         return {}
     return {p: agreement([s[n]["score"] for n in done], target, rounds) for p, s in res["proxies"].items()
             if all(n in s for n in done)}
+
+
+def within_families(res: dict, rounds: int, min_size: int = 5) -> dict:
+    """``{family: {proxy: agreement}}`` over the distilled candidates of each family (:data:`CANDIDATES`) with at
+    least ``min_size`` of them: does a proxy order one family's variants, whatever it does across families?"""
+    families: dict[str, list[str]] = {}
+    for n in res["distilled"]:
+        families.setdefault(CANDIDATES.get(n, "timm"), []).append(n)
+    return {f: c for f, names in sorted(families.items()) if len(names) >= min_size
+            and (c := correlations(res, rounds, names))}
+
+
+def family_table(res: dict) -> list[str]:
+    """Kendall tau and its one-sided p of every proxy within each family of :func:`within_families`."""
+    fams = res.get("within_families", {})
+    if not fams:
+        return []
+    proxies = sorted(next(iter(fams.values())), key=lambda p: -res["correlations"][p]["tau"])
+    return ["", "## Within one family", "", "Kendall tau [one-sided permutation p] over the variants of each family "
+            "with at least 5 distilled candidates (too few for a bootstrap interval). Across families (above) and "
+            "within one are different questions: which architecture, and which width of it.", "",
+            *md_table(["proxy", *(f"{f} ({next(iter(c.values()))['n']})" for f, c in fams.items())],
+                      [[p, *(f"{c[p]['tau']:+.3f} [{c[p]['p']:.3f}]" for c in fams.values())] for p in proxies])]
 
 
 def validation_entry(stats: dict, seconds: dict[str, float]) -> dict:
@@ -188,7 +212,7 @@ def write_report(res: dict, out: Path) -> None:
             + [f"{res['proxies'][p][n]['score']:.4g}" if n in res["proxies"][p] else "-" for p in res["proxies"]]
             + ([f"{res['distilled'][n]['accuracy']:.4f} ± {res['distilled'][n]['std']:.4f}"]
                if n in res["distilled"] else ["-"]) for n, c in sorted(cands.items(), key=lambda kv: kv[1]["params"])]
-    body += ["", "## Per candidate", "",
+    body += [*family_table(res), "", "## Per candidate", "",
              *md_table(["candidate", "params (M)", "MFLOPs", *res["proxies"], "accuracy ± seed std"], rows),
              *settling(res)]
     t = res["teacher"]
@@ -336,9 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                 if name not in res["distilled"]:
                     print(f"distil {name}", flush=True)
                     res["distilled"][name] = distilled(name, teacher_dir, a)
-                    res["correlations"] = correlations(res, a.rounds)
-                    write_report(res, out)
+                    json_path.write_text(json.dumps(res, indent=1))  # progress: a cut validation resumes here
     res["correlations"] = correlations(res, a.rounds)
+    res["within_families"] = within_families(res, a.rounds)
     write_report(res, out)
     if a.publish:
         if "validation" not in res:

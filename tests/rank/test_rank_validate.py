@@ -55,3 +55,18 @@ def test_settling_compares_the_order_five_epochs_before_the_end_with_the_target(
     assert "(epoch 2 against the final epoch 7)" in text and "Kendall tau" in text
     assert "| a | 0.5000 | 0.9000 | +0.4000 | 0.9000 |" in text and "| c | 0.4000 | 0.4000 | +0.0000 |" in text
     assert rank_validate.settling({"distilled": {}}) == []
+
+
+def test_within_family_agreement_only_for_families_with_enough_candidates():
+    widths = ["resnet10t_w8", "resnet10t_w12", "resnet10t_w16", "resnet10t_w20", "resnet10t_w24"]
+    names = [*widths, "lcnet_035", "lcnet_050"]
+    acc = dict(zip(names, (0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.70)))
+    res = {"distilled": {n: {"accuracy": a} for n, a in acc.items()},
+           "proxies": {"size": {n: {"score": float(i)} for i, n in enumerate(names)},
+                       "back": {n: {"score": -float(i)} for i, n in enumerate(names)}}}
+    fams = rank_validate.within_families(res, rounds=100)
+    assert list(fams) == ["ResNet"]  # two LCNets are too few
+    assert fams["ResNet"]["size"]["tau"] == pytest.approx(1) and fams["ResNet"]["back"]["tau"] == pytest.approx(-1)
+    res |= {"within_families": fams, "correlations": rank_validate.correlations(res, rounds=100)}
+    text = "\n".join(rank_validate.family_table(res))
+    assert "| proxy | ResNet (5) |" in text and "| size | +1.000 [" in text
