@@ -183,7 +183,8 @@ def publish(res: dict, path: Path) -> None:
     distilled = {n: {"accuracy": round(d["accuracy"], 4), "std": round(d["std"], 4)}
                  for n, d in res["distilled"].items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"recipe": recipe, "command": res["command"], "proxies": res["validation"],
+    path.write_text(json.dumps({"teacher": res["teacher"]["source"], "recipe": recipe, "command": res["command"],
+                                "proxies": res["validation"],
                                 "distilled": distilled}, indent=1) + "\n")
 
 

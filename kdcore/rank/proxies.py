@@ -231,9 +231,10 @@ def default_proxy(validation: dict[str, dict[str, float]] = VALIDATION) -> str:
     return max(validation, key=lambda p: (validation[p]["tau"], -validation[p].get("seconds", float("inf"))))
 
 
-def validation_note(proxy: str, validation: dict[str, dict[str, float]] = VALIDATION) -> str:
-    """What the validation showed of ``proxy`` in plain words: its Kendall tau with interval, and a warning when it
-    (or, unvalidated, every proxy) is below the bar."""
+def validation_note(proxy: str, validation: dict[str, dict[str, float]] = VALIDATION,
+                    teacher: str = PUBLISHED.teacher) -> str:
+    """What the validation (with students of ``teacher``) showed of ``proxy`` in plain words: its Kendall tau with
+    interval, and a warning when it (or, unvalidated, every proxy) is below the bar."""
     bar = f"the bar (Kendall tau >= {BAR_TAU} against distilled accuracy with p < {BAR_P})"
     passing = [p for p, v in validation.items() if v["tau"] >= BAR_TAU and v["p"] < BAR_P]
     caveat = "The ranking is a guide only: distil the top few candidates before choosing."
@@ -242,7 +243,7 @@ def validation_note(proxy: str, validation: dict[str, dict[str, float]] = VALIDA
                                                        else f"no proxy has passed {bar} on this task.") + f" {caveat}")
     v = validation[proxy]
     measured = (f"Measured Kendall tau against distilled accuracy: {v['tau']:+.2f} (95% interval {v['low']:+.2f} "
-                f"to {v['high']:+.2f}, p = {v['p']:.3f}, {v['n']:.0f} candidates).")
+                f"to {v['high']:+.2f}, p = {v['p']:.3f}, {v['n']:.0f} candidates distilled from `{teacher}`).")
     if proxy in passing:
         return measured
     return (f"{measured} ⚠ Below {bar}: this proxy has not shown that it predicts which student distils best"

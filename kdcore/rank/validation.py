@@ -1,11 +1,12 @@
 """What the proxy validation measured, shipped with the library: each proxy's agreement with distilled accuracy and
 each candidate's distilled accuracy.
 
-``python -m bench.rank_validate --publish`` writes ``kdcore/bundled/ranking/validation.json``: the recipe every
-candidate was distilled with, ``proxies`` (``{proxy: {tau, low, high, p, n}}``: Kendall tau against the mean
-distilled accuracy, its 95% bootstrap interval over candidates, the permutation p-value, the number of candidates)
-and ``distilled`` (``{candidate: {accuracy, std}}``: mean and std over seeds of the final validation accuracy).
-:func:`with_accuracy` joins those accuracies to a ranking and marks its accuracy/latency Pareto set.
+``python -m bench.rank_validate --publish`` writes ``kdcore/bundled/ranking/validation.json``: the teacher and
+the recipe every candidate was distilled with, ``proxies`` (``{proxy: {tau, low, high, p, n, seconds}}``: Kendall
+tau against the mean distilled accuracy, its 95% bootstrap interval over candidates, the permutation p-value, the
+number of candidates, the median seconds per candidate) and ``distilled`` (``{candidate: {accuracy, std}}``: mean
+and std over seeds of the final validation accuracy). :func:`with_accuracy` joins those accuracies to a ranking
+and marks its accuracy/latency Pareto set.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Validation:
 
     proxies: dict[str, dict[str, float]] = field(default_factory=dict)
     distilled: dict[str, dict[str, float]] = field(default_factory=dict)
+    teacher: str = ""
     recipe: str = ""
     command: str = ""
 
@@ -35,7 +37,7 @@ def load_validation(path: str | Path = VALIDATION_FILE) -> Validation:
     if not path.is_file():
         return Validation()
     d = json.loads(path.read_text())
-    return Validation(d["proxies"], d["distilled"], d["recipe"], d["command"])
+    return Validation(d["proxies"], d["distilled"], d["teacher"], d["recipe"], d["command"])
 
 
 def pareto_set(points: dict[str, tuple[float, float]]) -> set[str]:

@@ -27,7 +27,8 @@ def test_rows_gain_the_distilled_accuracy_and_the_front_among_the_ranked_only():
 def test_the_shipped_validation_loads_and_a_missing_file_is_empty(tmp_path):
     assert load_validation(tmp_path / "none.json") == Validation()
     shipped = load_validation()
-    assert len(shipped.distilled) >= 24 and "KD" in shipped.recipe and shipped.command.startswith("python -m bench")
+    assert len(shipped.distilled) >= 24 and "KD" in shipped.recipe and shipped.teacher == "teacher"
+    assert shipped.command.startswith("python -m bench")
     assert set(shipped.proxies) <= set(proxies.PROXIES)
     assert all(0 < d["accuracy"] <= 1 and d["std"] >= 0 for d in shipped.distilled.values())
 
@@ -35,10 +36,11 @@ def test_the_shipped_validation_loads_and_a_missing_file_is_empty(tmp_path):
 def test_the_note_says_in_plain_words_whether_a_proxy_passed_the_bar():
     measured = {"good": {"tau": 0.6, "low": 0.3, "high": 0.8, "p": 0.001, "n": 24},
                 "weak": {"tau": 0.2, "low": -0.1, "high": 0.5, "p": 0.1, "n": 24}}
-    good = proxies.validation_note("good", measured)
+    good = proxies.validation_note("good", measured, "teacher")
     assert good.startswith("Measured Kendall tau against distilled accuracy: +0.60") and "⚠" not in good
     weak = proxies.validation_note("weak", measured)
-    assert "+0.20 (95% interval -0.10 to +0.50, p = 0.100, 24 candidates)" in weak and "⚠ Below the bar" in weak
+    assert "+0.20 (95% interval -0.10 to +0.50, p = 0.100, 24 candidates distilled from `" in weak
+    assert "⚠ Below the bar" in weak
     assert "no proxy has" not in weak and "guide only" in weak
     assert "no proxy has" in proxies.validation_note("weak", {"weak": measured["weak"]})
     assert "proxies that pass the bar" in proxies.validation_note("random", measured) and "good" in \
