@@ -311,6 +311,7 @@ def cmd_rank(a: argparse.Namespace) -> int:
     from kdcore.models import load_model
     from kdcore.rank.candidates import build_candidate
     from kdcore.rank.proxies import rank_for_teacher, validation_note
+    from kdcore.rank.validation import accuracy_text
 
     teacher, info = load_model(a.teacher)
     if a.random_teacher:
@@ -324,14 +325,13 @@ def cmd_rank(a: argparse.Namespace) -> int:
     out = [{k: r[k] for k in keys} for r in rows]
     print(f"proxy: {out[0]['proxy']}. {validation_note(out[0]['proxy'])} (docs/ranking.md)")
     print(f"{'#':>2} {'candidate':<28}{'score':>12}{'±':>10}{'s':>7}{'params':>9}{'MFLOPs':>9}{'ms':>7}"
-          f"{'distilled acc':>17}")
+          f"{'distilled acc':>18}")
     for i, r in enumerate(out, 1):
-        acc = ("" if r["distilled_accuracy"] is None else
-               f"{r['distilled_accuracy']:.3f}±{r['distilled_std']:.3f}{'*' if r['pareto'] else ' '}")
+        acc = (accuracy_text(r) or "") + ("*" if r["pareto"] else " ")
         print(f"{i:>2} {r['name']:<28}{r['score']:>12.4g}{r['score_std']:>10.3g}{r['seconds']:>7.2f}"
-              f"{r['params'] / 1e6:>8.2f}M{r['flops'] / 1e6:>9.0f}{r['latency_ms']:>7.1f}{acc:>17}")
+              f"{r['params'] / 1e6:>8.2f}M{r['flops'] / 1e6:>9.0f}{r['latency_ms']:>7.1f}{acc:>18}")
     if any(r["pareto"] for r in out):
-        print("distilled acc: measured in the proxy validation (mean±std over seeds); *: accuracy/latency Pareto set")
+        print("distilled acc: measured in the proxy validation (mean ± std over seeds); *: accuracy/latency Pareto set")
     _write_json(a.json, out)
     return 0
 

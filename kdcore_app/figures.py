@@ -8,6 +8,7 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from kdcore.rank.validation import accuracy_text
 from kdcore_app.state import display_name
 
 MARGIN = dict(l=10, r=10, t=30, b=10)
@@ -43,9 +44,8 @@ def rank_figure(rows: list[dict], annotate: int = 3) -> go.Figure:
     log = min(scores) > 0 and max(scores) > 1000 * min(scores)
 
     def acc(r: dict) -> str:
-        if r.get("distilled_accuracy") is None:
-            return "not distilled"
-        return f"distilled {r['distilled_accuracy']:.3f} ± {r['distilled_std']:.3f}" + (" · Pareto" * r["pareto"])
+        text = accuracy_text(r)
+        return "not distilled" if text is None else f"distilled {text}" + (" · Pareto" if r["pareto"] else "")
 
     fig = go.Figure(go.Scatter(
         x=[r["latency_ms"] for r in rows], y=scores, mode="markers", name="candidates",

@@ -54,6 +54,16 @@ def with_accuracy(rows: list[dict], validation: Validation) -> list[dict]:
     known = {r["name"]: (validation.distilled[r["name"]]["accuracy"], r["latency_ms"]) for r in rows
              if r["name"] in validation.distilled}
     front = pareto_set(known)
-    return [r | {"distilled_accuracy": validation.distilled.get(r["name"], {}).get("accuracy"),
-                 "distilled_std": validation.distilled.get(r["name"], {}).get("std"), "pareto": r["name"] in front}
-            for r in rows]
+    out = []
+    for r in rows:
+        d = validation.distilled.get(r["name"], {})
+        out.append(r | {"distilled_accuracy": d.get("accuracy"), "distilled_std": d.get("std"),
+                        "pareto": r["name"] in front})
+    return out
+
+
+def accuracy_text(row: dict) -> str | None:
+    """``"0.922 ± 0.004"``: a ranked row's distilled accuracy and its seed std, or None when not distilled."""
+    if row.get("distilled_accuracy") is None:
+        return None
+    return f"{row['distilled_accuracy']:.3f} ± {row['distilled_std']:.3f}"

@@ -9,6 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from kdcore.rank.proxies import PROXIES, PUBLISHED, default_proxy, validation_note
+from kdcore.rank.validation import accuracy_text
 from kdcore.service import data_note, rank_students
 from kdcore_app.errors import user_errors
 from kdcore_app.figures import rank_figure
@@ -42,8 +43,7 @@ def ranking_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{"rank": i, "candidate": r["name"], "family": r["family"], "score": float(f"{r['score']:.5g}"),
                           "±": float(f"{r['score_std']:.3g}"), "params (M)": round(r["params"] / 1e6, 3),
                           "MFLOPs": round(r["flops"] / 1e6, 1), "latency ms": r["latency_ms"],
-                          "distilled acc": "–" if r["distilled_accuracy"] is None else
-                          f"{r['distilled_accuracy']:.3f} ± {r['distilled_std']:.3f}" + (" ★" if r["pareto"] else ""),
+                          "distilled acc": (accuracy_text(r) or "–") + (" ★" if r["pareto"] else ""),
                           "s": r["seconds"]} for i, r in enumerate(rows, 1)])
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kdcore.rank import proxies
-from kdcore.rank.validation import Validation, load_validation, pareto_set, with_accuracy
+from kdcore.rank.validation import Validation, accuracy_text, load_validation, pareto_set, with_accuracy
 
 
 def test_pareto_set_keeps_exactly_the_undominated_points():
@@ -22,6 +22,7 @@ def test_rows_gain_the_distilled_accuracy_and_the_front_among_the_ranked_only():
     assert by["a"]["distilled_accuracy"] == 0.9 and by["a"]["distilled_std"] == 0.01 and by["a"]["pareto"]
     assert not by["b"]["pareto"]  # a is more accurate and faster
     assert by["new"]["distilled_accuracy"] is None and not by["new"]["pareto"]
+    assert accuracy_text(by["a"]) == "0.900 ± 0.010" and accuracy_text(by["new"]) is None
 
 
 def test_the_shipped_validation_loads_and_a_missing_file_is_empty(tmp_path):
