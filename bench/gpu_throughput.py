@@ -25,7 +25,7 @@ from kdcore.data.augment import AugmentConfig, augment_batch
 from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import TensorSet, TrainData
 from kdcore.distill import DistillConfig, Distiller
-from kdcore.engine.loop import AMP_DTYPES, Objective, Supervised, TrainConfig, fit
+from kdcore.engine.loop import Objective, Supervised, TrainConfig, amp_dtype, fit
 from kdcore.models import create_model
 
 #: configuration -> the loss terms (None: the teacher trained alone)
@@ -82,7 +82,8 @@ def bare_ips(a: argparse.Namespace, config: str, data: TrainData, device: torch.
     model = torch.compile(obj) if a.compile else obj
     opt = torch.optim.AdamW([p for p in obj.parameters() if p.requires_grad], lr=1e-3)
     pixels, labels = data.train.pixels.to(device), data.train.labels.to(device)
-    spec, aug, gen, amp = InputSpec(size=a.size), AugmentConfig(), torch.Generator().manual_seed(0), AMP_DTYPES[a.amp]
+    spec, aug, gen = InputSpec(size=a.size), AugmentConfig(), torch.Generator().manual_seed(0)
+    amp = amp_dtype(a.amp, device)
     t0 = 0.0
     for i in range(a.warmup + a.steps):
         if i == a.warmup:
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=2048, help="synthetic training images held on the device")
     p.add_argument("--steps", type=int, default=50, help="timed steps")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (and fit's host sync interval)")
-    p.add_argument("--amp", default="bf16", choices=["bf16", "none"])
+    p.add_argument("--amp", default="bf16", choices=["bf16", "auto", "none"])
     p.add_argument("--compile", action="store_true", help="torch.compile both paths")
     p.add_argument("--out", default=str(RESULTS / "gpu_throughput"))
     a = p.parse_args(argv)

@@ -10,8 +10,9 @@ from pathlib import Path
 REPORTS = {
     "Distillation on the v2 split, CPU scale: verdicts on the <= 1% student": "distill_ablation_cpu",
     "Distillation: the thesis's claims, verdicts and ablation (first split)": "distill_ablation",
-    "The Distill tab's short preset: KD against the student alone": "short_preset",
-    "The short preset with a stronger (48-epoch) v2 teacher": "short_preset_teacher48",
+    "The Distill tab's short preset: KD against the student alone": "short_preset_bf16",
+    "The short preset in float32, with the 24-epoch v2 teacher": "short_preset",
+    "The short preset in float32, with a 48-epoch v2 teacher": "short_preset_teacher48",
     "Reproduction of both models on a 2-core CPU (preset cpu)": "reproduce_cpu",
     "Explanations: tumour localisation, faithfulness, lattice": "explain",
     "Student selection: training-free proxies against distilled accuracy": "rank_validate",

@@ -21,13 +21,14 @@ from kdcore.explain import PAIRED_MAPS, map_rule
 SEM_MAPS = PAIRED_MAPS
 
 #: Named starting points. ``short`` (the app's Distill default): the bundled student's architecture at 80 px, 60
-#: epochs with the MRI augmentation and a warmed-up weight average, ``ce + kd`` from the cached teacher logits; about
-#: 4.6 min on 2 CPU cores (docs/distill.md: "Presets and the short run", measured by ``bench.short_preset``).
+#: epochs with the MRI augmentation and a warmed-up weight average, ``ce + kd`` from the cached teacher logits, under
+#: bf16 autocast where the device computes bf16 natively (``amp="auto"``); docs/distill.md, "Presets and the short
+#: run", gives its time on 2 CPU cores, measured by ``bench.short_preset``.
 PRESETS: dict[str, dict] = {
     "short": {
         "student": "resnet10t_w20",
         "size": 80,
-        "train": {"epochs": 60, "batch_size": 64, "lr": 4e-3, "warmup_epochs": 6.0, "ema": 0.998},
+        "train": {"epochs": 60, "batch_size": 64, "lr": 4e-3, "warmup_epochs": 6.0, "ema": 0.998, "amp": "auto"},
         "distill": {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 4.0},
     },
 }
@@ -42,10 +43,10 @@ _KD = {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 4.0}
 
 #: Presets of ``kdcore reproduce`` (:mod:`kdcore.reproduce`): the teacher's arch, size and ``train`` fields, the
 #: student as a :class:`RunConfig` dict (its teacher is the reproduced one) and the candidates ``--rank`` scores.
-#: ``gpu``: the full recipe under bf16 autocast and ``torch.compile``, host syncs every 50 steps. ``cpu``: sized for
-#: <= 2 h on 2 CPU cores (docs/reproduce.md: measured end to end, about 28 min alone): 24 one-cycle epochs of the
-#: teacher (30% warm-up, then cosine), 40 of the student with the cached teacher logits (no teacher pass per step).
-#: ``tiny``: seconds, for tests (timm's ``test_resnet`` at 32 px).
+#: ``gpu``: the full recipe under bf16 autocast and ``torch.compile``, host syncs every 50 steps. ``cpu``: the full
+#: recipe's schedules under bf16 autocast where the CPU computes bf16 natively (``amp="auto"``), no compile, the
+#: student from the cached teacher logits (no teacher pass per step); sized for <= 2 h on 2 CPU cores
+#: (docs/reproduce.md: measured end to end). ``tiny``: seconds, for tests (timm's ``test_resnet`` at 32 px).
 REPRODUCE_PRESETS: dict[str, dict] = {
     "gpu": {
         "teacher": {"arch": "resnet18", "size": 128, "train": _FULL_TEACHER | _DEVICE},
@@ -55,10 +56,8 @@ REPRODUCE_PRESETS: dict[str, dict] = {
                                 "efficientnet_lite0", "resnet10t"], "batch_size": 64},
     },
     "cpu": {
-        "teacher": {"arch": "resnet18", "size": 128,
-                    "train": {"epochs": 24, "batch_size": 128, "lr": 4e-3, "seed": 1, "warmup_epochs": 7.2}},
-        "student": {"student": "resnet10t_w20", "size": 128,
-                    "train": {"epochs": 40, "batch_size": 64, "lr": 3e-3, "seed": 1, "warmup_epochs": 4.0},
+        "teacher": {"arch": "resnet18", "size": 128, "train": _FULL_TEACHER | {"amp": "auto"}},
+        "student": {"student": "resnet10t_w20", "size": 128, "train": _FULL_STUDENT | {"amp": "auto"},
                     "distill": _KD | {"teacher_cache": True}},
         "rank": {"candidates": ["resnet10t_w20", "mobilenetv2_035", "mobilenetv2_050", "mnasnet_050"],
                  "batch_size": 64},

@@ -103,5 +103,6 @@ class Distiller(Objective):
         self, x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor | None = None, index: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         feats = self.student.forward_features(x)
-        step = Step(x, y, feats, self.student.forward_head(feats), self.teacher_outputs(x, y, theta, index))
+        logits = self.student.forward_head(feats).float()  # the loss terms in float32, also under autocast
+        step = Step(x, y, feats, logits, self.teacher_outputs(x, y, theta, index))
         return step.logits, {name: w * LOSSES[name].fn(self, step) for name, w in self.weights.items()}

@@ -10,7 +10,8 @@ also goes to ``last/`` (no choice made on validation).
 With ``ema`` > 0 the student's exponential moving average (timm's ``ModelEmaV3``, updated every step, its decay
 warmed up as ``1 - (1 + step)^(-2/3)`` until it reaches ``ema``, so that the first weights fade out of a short run)
 is what is validated and exported.
-The device path: ``amp="bf16"`` runs the forward pass under bfloat16 autocast, ``compile`` wraps the objective in
+The device path: ``amp="bf16"`` runs the forward pass under bfloat16 autocast (``amp="auto"``: where the device
+computes bfloat16 natively, see :func:`amp_dtype`), ``compile`` wraps the objective in
 ``torch.compile``; the per-step sums stay on the device and reach the host at an epoch's first step and every
 ``log_every`` steps (a ``step`` event between two syncs repeats the last synced loss and accuracy), so the
 progress display does not make the host wait for the GPU at every step.
@@ -46,8 +47,25 @@ from kdcore.errors import KDCoreError
 from kdcore.models import ModelInfo, save_model
 from kdcore.models.predict import predict_logits
 
-#: ``TrainConfig.amp`` -> autocast dtype
-AMP_DTYPES: dict[str | None, torch.dtype | None] = {None: None, "bf16": torch.bfloat16}
+#: ``TrainConfig.amp`` -> autocast dtype (``"auto"``: resolved per device by :func:`amp_dtype`)
+AMP_DTYPES: dict[str | None, torch.dtype | None] = {None: None, "bf16": torch.bfloat16, "auto": torch.bfloat16}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX-BF16
+    (elsewhere bf16 is emulated, which can be slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    caps = torch.cpu.get_capabilities() if device.type == "cpu" else {}
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``TrainConfig.amp`` on ``device``; None = float32. ``"auto"`` is bf16 where
+    :func:`native_bf16`, else None."""
+    if amp == "auto" and not native_bf16(device):
+        return None
+    return AMP_DTYPES[amp]
 
 
 @dataclass
@@ -67,7 +85,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mean: float = InputSpec.mean  # the input normalisation of the trained model
     std: float = InputSpec.std
-    amp: str | None = None  # "bf16": the forward pass under bfloat16 autocast; None = float32
+    amp: str | None = None  # "bf16": the forward pass under bfloat16 autocast; "auto": bf16 if native; None = float32
     compile: bool = False  # torch.compile the objective (minutes of compiling on a CPU)
     log_every: int = 1  # host sync of the step's loss and accuracy every N steps (1: every step)
 
@@ -142,6 +160,7 @@ class _Run:
     train: TensorSet  # ``data.train`` and ``data.val`` on the device
     val: TensorSet
     spec: InputSpec
+    amp: torch.dtype | None  # the forward pass's autocast dtype (None: float32)
     run_dir: Path
     arch: str
     run_config: dict  # RUN_DIR/config.json
@@ -192,11 +211,13 @@ def _setup(objective: Objective, data: TrainData, cfg: TrainConfig, run_dir: Pat
     objective.to(env.device, memory_format=torch.channels_last)  # ~15% faster convolutions on CPU (oneDNN)
     opt = _optimizer(objective, cfg)
     ema = ModelEmaV3(objective.student, decay=cfg.ema, use_warmup=True) if cfg.ema > 0 else None
+    amp = amp_dtype(cfg.amp, env.device)
+    precision = str(amp or torch.float32).removeprefix("torch.")
     run_config = {"arch": arch, "train": cfg.to_dict(), "data": data.data_source, "split": data.split_path,
-                  "size": data.size, "world_size": env.world} | (summary or {})
+                  "size": data.size, "world_size": env.world, "autocast": precision} | (summary or {})
     run = _Run(objective=objective, model=objective, opt=opt, ema=ema, env=env, cfg=cfg, data=data,
-               train=data.train.to(env.device), val=data.val.to(env.device), spec=spec, run_dir=run_dir, arch=arch,
-               run_config=run_config)
+               train=data.train.to(env.device), val=data.val.to(env.device), spec=spec, amp=amp, run_dir=run_dir,
+               arch=arch, run_config=run_config)
     if resume and has_checkpoint(run_dir):
         _resume(run)
     elif has_checkpoint(run_dir):
@@ -246,8 +267,7 @@ def _train_step(
     theta = theta[sl] if theta is not None else None
     for g in run.opt.param_groups:
         g["lr"] = lr
-    amp = AMP_DTYPES[cfg.amp]
-    with torch.autocast(env.device.type, dtype=amp, enabled=amp is not None):
+    with torch.autocast(env.device.type, dtype=run.amp, enabled=run.amp is not None):
         logits, terms = run.model(x, target, theta, idx)
     loss = sum(terms.values())
     run.opt.zero_grad(set_to_none=True)
@@ -341,7 +361,7 @@ def _export(run: _Run, folder: str, scores: dict) -> None:
         "seed": cfg.seed, **({"ema": cfg.ema} if cfg.ema else {}),
         "train_images": len(data.train), "val_images": len(data.val),
         "split": Path(data.split_path).name, "train_time_s": round(sum(h["epoch_time_s"] for h in run.history), 1),
-        **{k: v for k, v in run.run_config.items() if k in ("objective", "teacher", "loss")},
+        **{k: v for k, v in run.run_config.items() if k in ("objective", "teacher", "loss", "autocast")},
         **run.objective.extra_summary(),
     }
     save_model(run.validated, run.run_dir / folder, ModelInfo(run.arch, data.class_names, run.spec, summary))

@@ -68,6 +68,16 @@ def test_distiller_keeps_teacher_frozen_and_trains_student_and_projector(tiny_mo
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # BN stats untouched
 
 
+def test_logit_terms_are_float32_under_bf16_autocast(tiny_model_dir, data):
+    teacher, info = load_model(tiny_model_dir)
+    loss = {"ce": 1.0, "kd": 1.0, "dkd": 1.0, "dist": 1.0}
+    d = Distiller(create_model("test_resnet", 4, SPEC), teacher, SPEC, info.spec,
+                  DistillConfig(loss=loss, teacher_cache=False))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, terms = d(torch.randn(4, 1, 32, 32), data.train.labels[:4], None, torch.arange(4))
+    assert logits.dtype == torch.float32 and all(t.dtype == torch.float32 for t in terms.values())
+
+
 def test_config_round_trip_and_precedence(tmp_path):
     cfg = make_config("short", overrides={"teacher": "t", "train": {"seed": 7},
                                           "distill": {"loss": {"ce": 1, "sem": 0.5}, "sem_map": "gradcam"}})

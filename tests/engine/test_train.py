@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from kdcore.data.augment import AugmentConfig
 from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import load_train_data
-from kdcore.engine.loop import Supervised, TrainConfig, fit, run_to_end
+from kdcore.engine.loop import Supervised, TrainConfig, amp_dtype, fit, run_to_end
 from kdcore.errors import KDCoreError
 from kdcore.models import create_model, load_model
 from kdcore.models.card import model_card_text
@@ -205,6 +205,23 @@ def test_bf16_autocast_trains_on_cpu(data, tmp_path):
     assert losses[-1] < losses[0]
     with pytest.raises(KDCoreError, match="amp"):
         TrainConfig(amp="fp8")
+
+
+def test_auto_amp_is_bf16_only_where_the_cpu_has_it(data, tmp_path, monkeypatch):
+    cpu = torch.device("cpu")
+    assert amp_dtype("bf16", cpu) is torch.bfloat16 and amp_dtype(None, cpu) is None
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, "avx512_bf16": False})
+    assert amp_dtype("auto", cpu) is None  # bf16 emulated: float32
+    cfg = TrainConfig(epochs=1, batch_size=8, seed=1, amp="auto")
+    run_to_end(fit(_objective(), data, cfg, tmp_path / "fp32", "test_resnet"))
+    saved = json.loads((tmp_path / "fp32" / "config.json").read_text())
+    assert saved["train"]["amp"] == "auto" and saved["autocast"] == "float32"
+    for flag in ("avx512_bf16", "amx_bf16"):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda flag=flag: {flag: True})
+        assert amp_dtype("auto", cpu) is torch.bfloat16
+    run_to_end(fit(_objective(), data, cfg, tmp_path / "bf16", "test_resnet"))
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["autocast"] == "bfloat16"
+    assert load_model(tmp_path / "bf16" / "last")[1].summary["autocast"] == "bfloat16"  # in the model card
 
 
 def test_host_sync_every_n_steps_keeps_the_numbers(data, tmp_path):
