@@ -43,6 +43,7 @@ from bench.report import RESULTS, command, fmt_diff, fmt_over_seeds, md_table, m
 from kdcore.data.pack import TensorSet, load_train_data
 from kdcore.distill import DistillConfig, RunConfig, run
 from kdcore.engine.checkpoint import has_checkpoint
+from kdcore.engine.dist import default_device
 from kdcore.engine.loop import TrainConfig, run_to_end
 from kdcore.engine.metrics import macro_f1, paired_bootstrap, paired_over_seeds
 from kdcore.models import load_model
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                         a.parallel)
     res.update(settings=settings, command=command("bench.distill_ablation", argv),
                machine={"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                        "device": "cuda" if torch.cuda.is_available() else "cpu"})
+                        "device": default_device()})
     if a.report and "val_labels" in previous:  # the saved cells' own labels: the report needs no data
         y, class_names = np.array(previous["val_labels"]), previous["class_names"]
         if "split" in previous["settings"]:

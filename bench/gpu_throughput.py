@@ -25,6 +25,7 @@ from kdcore.data.augment import AugmentConfig, augment_batch
 from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import TensorSet, TrainData
 from kdcore.distill import DistillConfig, Distiller
+from kdcore.engine.dist import default_device
 from kdcore.engine.loop import Objective, Supervised, TrainConfig, amp_dtype, fit
 from kdcore.models import create_model
 
@@ -103,7 +104,7 @@ def bare_ips(a: argparse.Namespace, config: str, data: TrainData, device: torch.
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=default_device())
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {', '.join(CONFIGS)}")
     p.add_argument("--teacher-arch", default="resnet18")
     p.add_argument("--student", default="resnet10t_w20")

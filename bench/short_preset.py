@@ -31,7 +31,7 @@ from bench.report import RESULTS, command, fmt_diff, fmt_over_seeds, md_table, m
 from kdcore.data.pack import load_train_data
 from kdcore.distill import RunConfig, make_config, run
 from kdcore.engine.checkpoint import has_checkpoint
-from kdcore.engine.dist import dist_env
+from kdcore.engine.dist import default_device
 from kdcore.engine.loop import amp_dtype, run_to_end
 from kdcore.engine.metrics import paired_bootstrap, paired_over_seeds
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             json_path.write_text(json.dumps(res))  # progress: a cut benchmark resumes from here
     body = report(res, seeds, y, k)
     c = base
-    precision = "bf16 autocast" if amp_dtype(c.train.amp, dist_env().device) else "float32"
+    precision = "bf16 autocast" if amp_dtype(c.train.amp, torch.device(default_device())) else "float32"
     write(a.out, res, f"Short preset: {c.student} at {c.size} px, {c.train.epochs} epochs x "
           f"{c.train.max_images or 'all'} images, {c.distill.describe()} vs the student alone "
           f"({torch.get_num_threads()} threads, {precision})", body, indent=None)

@@ -33,6 +33,7 @@ from kdcore.data.pack import TrainData, load_train_data
 from kdcore.distill import make_config, run
 from kdcore.distill.config import REPRODUCE_PRESETS
 from kdcore.engine.calibrate import calibrate_model
+from kdcore.engine.dist import default_device
 from kdcore.engine.evaluate import evaluate
 from kdcore.engine.loop import Supervised, TrainConfig, fit
 from kdcore.errors import KDCoreError
@@ -225,7 +226,7 @@ def _start(ctx: _Context, name: str) -> dict:
 
 
 def _device_name(device: str | None) -> str:
-    if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda"):
+    if (device or default_device()).startswith("cuda"):
         return torch.cuda.get_device_name()
     return f"cpu ({torch.get_num_threads()} threads)"
 

@@ -216,9 +216,9 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
 
 def select_teacher(runs: Path, names: list[str], pack: Path) -> dict:
     """Ship the best teacher run's model in fp16 as the bundled teacher (its predictions checked against fp32)."""
-    import torch
 
     from kdcore.data.pack import load_train_data
+    from kdcore.engine.dist import default_device
     from kdcore.models import load_model, save_model
     from kdcore.models.predict import predict_logits
 
@@ -228,7 +228,7 @@ def select_teacher(runs: Path, names: list[str], pack: Path) -> dict:
         if cfg.is_file():
             scores[n] = json.loads(cfg.read_text())["kdcore"]["summary"]["val_metrics"]["accuracy"]
     best = max(scores, key=scores.get)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = default_device()
     model, info = load_model(runs / best / "best", dev)
     data = load_train_data(str(pack), info.spec.size)
     pred32 = predict_logits(model, data.val.pixels, info.spec).argmax(1).cpu()
@@ -243,13 +243,13 @@ def select_teacher(runs: Path, names: list[str], pack: Path) -> dict:
 
 def build_teacher_caches(pack: Path, cache_dir: Path) -> dict:
     """The shipped teacher's logit, LRP and Grad-CAM caches, built once before the students start."""
-    import torch
 
     from kdcore.data.pack import load_train_data
     from kdcore.distill.teacher_cache import build_cache
+    from kdcore.engine.dist import default_device
     from kdcore.models import load_model
 
-    teacher, info = load_model("teacher", "cuda" if torch.cuda.is_available() else "cpu")
+    teacher, info = load_model("teacher", default_device())
     data = load_train_data(str(pack), info.spec.size)
     os.environ["KDCORE_CACHE"] = str(cache_dir)
     t0 = time.perf_counter()

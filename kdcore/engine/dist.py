@@ -47,11 +47,16 @@ class DistEnv:
         return values
 
 
+def default_device() -> str:
+    """``"cuda"`` where a CUDA GPU is present, else ``"cpu"``: the device of any run not told otherwise."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def dist_env(device: str | None = None) -> DistEnv:
     """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1); choose the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = default_device()
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest convolutions
