@@ -67,6 +67,7 @@ PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("5b-diswot+lrp", "3-dis
          ("4-thesis@perstep", "4-thesis"), ("4-thesis@perstep", "2-kd"),  # and with per-step teacher maps
          ("6-dkd", "2-kd"), ("6-dkd", "1-alone"), ("7-dist", "2-kd"), ("7-dist", "1-alone"))  # beyond plain KD
 METRICS = ("accuracy", "macro_f1")
+AMP_TITLES = {None: "", "bf16": ", bf16 autocast", "auto": ", bf16 autocast where the CPU or GPU has it natively"}
 #: The thesis's claims, each with the comparison A - B that tests it (a positive difference supports it)
 CLAIMS = (("KD helps the student over training it alone", "2-kd", "1-alone"),
           ("The thesis's configuration beats plain KD", "4-thesis", "2-kd"),
@@ -114,7 +115,8 @@ def cell_config(a: argparse.Namespace, student: str, config: str, seed: int, epo
     spec = {"temperature": a.temperature, "teacher_cache": not a.no_teacher_cache} | variant(config)[1]
     return RunConfig(
         teacher=a.teacher, student=student, size=a.size,
-        train=TrainConfig(epochs=epochs, batch_size=a.batch_size, lr=a.lr, seed=seed, max_images=max_images),
+        train=TrainConfig(epochs=epochs, batch_size=a.batch_size, lr=a.lr, seed=seed, max_images=max_images,
+                          amp=a.amp),
         distill=DistillConfig(**spec),
     )
 
@@ -167,9 +169,9 @@ def cell_dir(a: argparse.Namespace, student: str, config: str, seed: int) -> Pat
 
 
 def cell_settings(a: argparse.Namespace) -> dict:
-    """What every cell of one table must share."""
+    """What every cell of one table must share (``amp`` only where set, so float32 tables keep their settings)."""
     return {k: getattr(a, k) for k in ("size", "epochs", "max_images", "batch_size", "lr", "temperature")} | {
-        "teacher_cache": not a.no_teacher_cache}
+        "teacher_cache": not a.no_teacher_cache} | ({"amp": a.amp} if a.amp else {})
 
 
 def timed_epoch(a: argparse.Namespace, student: str, config: str, steps: int) -> Iterator[tuple[float, dict]]:
@@ -246,7 +248,8 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
     final = all("final" in c for c in cells.values())
     scored = "final epoch" if final else "best epoch, chosen on validation"
     title = (f"Distillation ablation ({s['size']} px, {s['epochs']} epochs, {s['max_images'] or 'all'} images/epoch, "
-             f"seeds {s['seeds']}, teacher cache {'on' if s.get('teacher_cache', True) else 'off'})")
+             f"seeds {s['seeds']}, teacher cache {'on' if s.get('teacher_cache', True) else 'off'}"
+             f"{AMP_TITLES[s.get('amp')]})")
     summary, rows = {}, []
     for student in s["students"]:
         summary[student] = {}
@@ -343,6 +346,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--no-teacher-cache", action="store_true", help="teacher logits and maps at every step")
+    p.add_argument("--amp", choices=("bf16", "auto"), default=None,
+                   help="bf16 autocast ('auto': where the hardware computes it natively); default float32")
     p.add_argument("--runs", default="runs/ablation", help="folder of the cells' run folders")
     p.add_argument("--out", default=str(RESULTS / "distill_ablation"), help="results path without extension")
     p.add_argument("--only", default=None, help="run one cell STUDENT/CONFIG/SEED (writes its cell.json) and stop")
@@ -361,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"students": students, "configs": configs, "seeds": seeds, "size": a.size, "epochs": a.epochs,
                 "max_images": a.max_images, "batch_size": a.batch_size, "lr": a.lr, "temperature": a.temperature,
                 "teacher_cache": not a.no_teacher_cache,
-                "teacher": a.teacher, "data": a.data}
+                "teacher": a.teacher, "data": a.data} | ({"amp": a.amp} if a.amp else {})
     json_path = Path(a.out).with_suffix(".json")
     res: dict = {"cells": {}}
     # cells whose run folder is gone (runs/ is not committed) are taken from the table written before

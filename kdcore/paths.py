@@ -12,7 +12,8 @@ from importlib.resources import files
 from pathlib import Path
 
 #: Names of the bundled models, usable wherever a model is asked for.
-BUNDLED_MODELS = ("teacher", "student")
+#: ``student-tiny``: the smallest student (under 1% of the teacher's parameters).
+BUNDLED_MODELS = ("teacher", "student", "student-tiny")
 
 
 def bundled(*parts: str) -> Path:

@@ -63,9 +63,10 @@ class ModelStore:
 
     @classmethod
     def with_defaults(cls, teacher: str | None = None, student: str | None = None) -> ModelStore:
-        """``teacher``/``student`` refs (default: env ``KDCORE_TEACHER``/``KDCORE_STUDENT``, else the bundled ones)."""
+        """``teacher``/``student`` refs (default: env ``KDCORE_TEACHER``/``KDCORE_STUDENT``, else the bundled ones),
+        and the bundled ``student-tiny``."""
         refs = {"teacher": teacher or os.environ.get("KDCORE_TEACHER") or "teacher",
-                "student": student or os.environ.get("KDCORE_STUDENT") or "student"}
+                "student": student or os.environ.get("KDCORE_STUDENT") or "student", "student-tiny": "student-tiny"}
         return cls(refs)
 
     def lock(self, model: nn.Module) -> threading.Lock:

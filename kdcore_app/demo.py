@@ -43,7 +43,7 @@ def build_demo(
         gr.Markdown(f"# kdcore: distill brain-MRI classifiers, explain both\n**⚠ {NOTICE}**", elem_id="notice")
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Accordion("Model cards", open=False):
-            for name in ("teacher", "student"):
+            for name in state.models():
                 gr.Markdown(f"### {name}\n\n" + model_card(state, name))
         with gr.Tabs() as tabs:
             d, r, k, b, h = (tab.build(state) for tab in (diagnose, rank, distill, benchmark, hub))

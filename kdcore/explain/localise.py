@@ -101,6 +101,12 @@ def upload_box(item: BoxedImage, height: int, width: int, grow: float = 0.0) -> 
     return np.array([(xc - half_w) * width, (yc - half_h) * height, (xc + half_w) * width, (yc + half_h) * height])
 
 
+def input_mask(item: BoxedImage, height: int, width: int, size: int, grow: float = 0.0) -> np.ndarray:
+    """bool ``(size, size)``: the item's box (each side moved out by ``grow`` x its size) on the model's input of
+    an upload of ``height`` x ``width`` pixels."""
+    return box_mask(Frame(height, width, size).box_to_input(upload_box(item, height, width, grow)), size)
+
+
 def peak(heatmap: np.ndarray) -> tuple[int, int, int]:
     """``(row, col, ties)``: the first maximal pixel in row-major order and how many pixels share the maximum."""
     flat = heatmap.ravel()
@@ -176,12 +182,11 @@ def localise(model: nn.Module, info: ModelInfo, folder: str | Path, method: str 
                 grey = to_grey_array(img)
             except ImageDecodeError as e:
                 raise KDCoreError(str(e)) from None
-            frame = Frame(*grey.shape, size)
             images.append(img)
             pixels.append(square_resize(grey, size))
             boxes.append(upload_box(item, *grey.shape))
-            masks.append(box_mask(frame.box_to_input(boxes[-1]), size))
-            tols.append(box_mask(frame.box_to_input(upload_box(item, *grey.shape, TOLERANCE)), size))
+            masks.append(input_mask(item, *grey.shape, size))
+            tols.append(input_mask(item, *grey.shape, size, TOLERANCE))
         x = to_input(torch.tensor(np.stack(pixels)), info.spec)
         labels = torch.tensor([item.label for item in chunk])
         controls = [control_mask(p, m) for p, m in zip(pixels, masks)]

@@ -50,7 +50,7 @@ def build(state: AppState) -> BenchmarkTab:
 
     with gr.Tab("Benchmark", id="benchmark"):
         with gr.Row():
-            models = gr.CheckboxGroup(state.models(), value=["teacher", "student"], label="models")
+            models = gr.CheckboxGroup(state.models(), value=state.models(), label="models")
             data = gr.Textbox(state.data_dir, label="data", info=DATA_HELP, elem_id="benchmark-data")
         run = gr.Button("Benchmark", variant="primary", elem_id="benchmark-run")
         all_columns = gr.Checkbox(False, label="all columns (architecture, per-class F1, FLOPs, temperature)",

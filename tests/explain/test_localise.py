@@ -153,3 +153,17 @@ def test_cli_localise(tiny_model_dir, tmp_path, capsys):
     assert "pointing game" in capsys.readouterr().out
     assert main(["localise", "--model", str(tiny_model_dir), "--data", str(tmp_path / "none"), "--json",
                  str(out)]) == 2
+
+
+def test_gradcam_ceiling(tmp_path):
+    from bench.gradcam_ceiling import cell_peaks
+    from bench.gradcam_ceiling import main as ceiling
+
+    assert cell_peaks(2, 8) == [(1, 1), (1, 5), (5, 1), (5, 5)]  # the first of the two pixels nearest each centre
+    assert cell_peaks(4, 128)[0] == (15, 15) and len(set(cell_peaks(4, 128))) == 16
+    folder = boxed_folder(tmp_path / "boxes")
+    assert ceiling(["--boxes", str(folder), "--size", "48", "--grids", "2,16", "--out", str(tmp_path / "c")]) == 0
+    res = json.loads((tmp_path / "c.json").read_text())["grids"]
+    coarse, fine = res["2"]["all"]["ceiling"]["mean"], res["16"]["all"]["ceiling"]["mean"]
+    assert res["2"]["all"]["n"] == 9 and 0.0 <= coarse <= fine == 1.0  # 12 px boxes always hold a 3 px cell's peak
+    assert res["2"]["all"]["ceiling_tol15"]["mean"] >= coarse

@@ -13,6 +13,7 @@ from kdcore.explain import lrp_map
 from kdcore.explain._common import resize_maps
 from kdcore.explain.lrp_autograd import DESTRIDED, lrp_autograd
 from kdcore.models.folder import load_folder
+from kdcore.paths import BUNDLED_MODELS
 from tests.explain.test_explain_lrp import calibrated
 from tests.helpers import REPO, SAMPLES
 
@@ -29,7 +30,7 @@ def samples(size: int, channels: int = 1) -> torch.Tensor:
 
 
 def model_and_input(name: str) -> tuple[nn.Module, torch.Tensor]:
-    if name in ("teacher", "student"):
+    if name in BUNDLED_MODELS:
         model, info = load_folder(BUNDLED / name)
         return model, samples(info.spec.size, info.spec.channels)
     torch.manual_seed(0)
@@ -41,7 +42,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("composite", list(DESTRIDED))
-@pytest.mark.parametrize("name", ["teacher", "student", "mobilenetv2_035", "mobilenetv3_small_050"])
+@pytest.mark.parametrize("name", [*BUNDLED_MODELS, "mobilenetv2_035", "mobilenetv3_small_050"])
 def test_matches_zennit_on_real_mris(name, composite):
     """Per image, at full resolution and at the sem loss's 32 x 32, the student set to the teacher (MobileNetV3:
     squeeze-excitation gates, Hardswish)."""

@@ -116,7 +116,7 @@ def test_bench_writes_measured_figures_into_the_card_and_keeps_fp16(tmp_path, sa
     assert card.text.startswith("# student\n")  # the folder's name, as before
 
 
-@pytest.mark.parametrize("name", ["teacher", "student"])
+@pytest.mark.parametrize("name", ["teacher", "student", "student-tiny"])
 def test_bundled_models_are_package_data(name):
     from kdcore.models import resolve_model_path
     from kdcore.paths import bundled_model
@@ -125,3 +125,15 @@ def test_bundled_models_are_package_data(name):
     assert folder == bundled_model(name) and folder.parent.parent.parent.name == "kdcore"
     model, info = load_model(name)
     assert sorted(info.class_names) == sorted(CLASSES) and info.path == str(folder) and not model.training
+
+
+def test_bench_scores_each_model_on_the_split_it_was_trained_with(tmp_path):
+    from bench.models import trained_split
+    from kdcore.paths import bundled
+
+    first, v2 = "brain-tumor-mri-train-10d4276d.json", "brain-tumor-mri-train-10d4276d-v2.json"
+    assert load_model("student")[1].summary["split"] == first and load_model("student-tiny")[1].summary["split"] == v2
+    assert trained_split(load_model("student")[1], tmp_path / "d.json") == bundled("splits", first)
+    assert trained_split(load_model("student-tiny")[1], tmp_path / "d.json") == bundled("splits", v2)
+    unknown = ModelInfo("resnet10t", CLASSES, InputSpec(), {"split": "someone-elses.json"})
+    assert trained_split(unknown, tmp_path / "d.json") == tmp_path / "d.json"

@@ -17,7 +17,7 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KDCORE_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("name", ["teacher", "student"])
+@pytest.mark.parametrize("name", ["teacher", "student", "student-tiny"])
 def test_shipped_models_match_pytorch(name):
     model, info = load_model(name)
     x = torch.randn(3, info.spec.channels, info.spec.size, info.spec.size)  # batch 3: the batch axis is dynamic
@@ -82,3 +82,17 @@ def test_diagnose_uses_onnxruntime_with_same_answer():
     ref = predict(model, info, d.student.pixels, "student", methods=())
     assert ref.runtime == "pytorch"
     np.testing.assert_allclose(d.student.probs, ref.probs, atol=1e-5)
+
+
+def test_the_tiny_student_is_in_the_model_list_and_diagnoses():
+    from kdcore.paths import samples_dir
+    from kdcore.service import ModelStore, diagnose
+
+    store = ModelStore.with_defaults()
+    assert store.names() == ["teacher", "student", "student-tiny"]
+    sample = sorted(samples_dir().glob("glioma_*.jpg"))[0]
+    d = diagnose(sample, store, student="student-tiny", methods=("lrp", "gradcam"))
+    tiny = d.student
+    assert tiny.name == "student-tiny" and tiny.params < 0.01 * d.teacher.params  # under 1% of the teacher
+    assert np.isclose(tiny.probs.sum(), 1.0) and tiny.ood is not None  # calibrated, with its OOD check
+    assert set(tiny.overlays) == {"lrp", "gradcam"} and tiny.maps["lrp"].shape == (128, 128)
