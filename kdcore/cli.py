@@ -16,6 +16,7 @@ from kdcore.errors import KDCoreError
 EMA_HELP = "validate and export the student's weight average with this per-step decay, e.g. 0.999; 0 = off (default)"
 SPLIT_HELP = "split file (default: the bundled split of the reference dataset, else the user cache)"
 DEVICE_HELP = "cpu or cuda (default: cuda when present)"
+MODEL_HELP = "model folder, teacher / student / student-tiny (the bundled ones), or hf-hub:OWNER/NAME"
 
 
 def _write_json(path: str | None, obj: dict | list) -> None:
@@ -169,7 +170,7 @@ def cmd_train_teacher(a: argparse.Namespace) -> int:
 
 # --- evaluate ---------------------------------------------------------------------------------------------------
 def _args_evaluate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model folder, or teacher / student (the bundled defaults)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--data", required=True, help="folder with one sub-folder per class")
     p.add_argument("--json", default=None, help="write the metrics here")
     p.add_argument("--split", default=None, help="evaluate only one side of this split file")
@@ -338,7 +339,7 @@ def cmd_rank(a: argparse.Namespace) -> int:
 
 # --- calibrate --------------------------------------------------------------------------------------------------
 def _args_calibrate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model folder, or teacher / student (the bundled defaults)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--data", required=True, help="folder with one sub-folder per class (its split is used)")
     p.add_argument("--split", default=None, help=SPLIT_HELP)
     p.add_argument("--json", default=None, help="also write the fitted fields here")
@@ -360,7 +361,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
 
 # --- explain ----------------------------------------------------------------------------------------------------
 def _args_explain(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model folder, teacher / student, or hf-hub:OWNER/NAME")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--image", required=True, help="image file to explain")
     p.add_argument("--method", choices=("lrp", "gradcam"), default="lrp")
     p.add_argument("--target", default=None, help="class index or name to explain (default: the predicted class)")
@@ -391,7 +392,7 @@ def cmd_explain(a: argparse.Namespace) -> int:
 
 # --- predict ----------------------------------------------------------------------------------------------------
 def _args_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model folder, teacher / student, or hf-hub:OWNER/NAME")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", default=None, help="one image file: JPEG, PNG..., DICOM, NIfTI (.nii, .nii.gz)")
     source.add_argument("--data", default=None, help="a folder: every image file in it, at any depth")
@@ -448,7 +449,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def _args_localise(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model folder, teacher / student, or hf-hub:OWNER/NAME")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--method", choices=("lrp", "gradcam"), default="lrp")
     p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                    help="a method setting, e.g. composite=epsilon-plus-flat or layer=previous (repeatable)")
