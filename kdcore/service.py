@@ -30,7 +30,8 @@ from kdcore.data.dataset import DEMO_DATA, resolve_data
 from kdcore.data.imageio import ImageDecodeError, ImageSource, read_image, square_resize, to_grey_array
 from kdcore.errors import KDCoreError
 from kdcore.explain import METHODS, explain
-from kdcore.explain.render import MAX_ALPHA, map_scale, render_overlay
+from kdcore.explain.localise import read_box
+from kdcore.explain.render import MAX_ALPHA, Box, draw_box, map_scale, render_overlay
 from kdcore.models import WEIGHTS, ModelInfo, count_params, load_model, resolve_model_path
 from kdcore.models.calibration import calibrated_probs
 from kdcore.models.ood import OODCheck, check
@@ -509,15 +510,16 @@ class Diagnosis:
     seconds: float  # wall time from file to all results
     shown: np.ndarray  # (H, W) uint8: the decoded slice as the overlays show it (longer side <= display size)
     notes: dict  # how the file was read: format, slice, slices, intensity (kdcore.data.imageio.DecodedImage)
+    box: Box | None = None  # a tumour box to outline on the overlays (normalised to the slice)
 
     def render(self, opacity: float = MAX_ALPHA) -> None:
         """(Re)draw both models' overlays over :attr:`shown` at ``opacity``, one colour scale per method shared by
-        teacher and student."""
+        teacher and student, with :attr:`box` outlined where there is one."""
         for method in self.teacher.maps:
             scale = map_scale([self.teacher.maps[method], self.student.maps[method]], method)
             for p in (self.teacher, self.student):
-                p.overlays[method] = render_overlay(Image.fromarray(self.shown), p.maps[method], method, scale,
-                                                    opacity)
+                overlay = render_overlay(Image.fromarray(self.shown), p.maps[method], method, scale, opacity)
+                p.overlays[method] = draw_box(overlay, self.box) if self.box else overlay
 
     @property
     def agree(self) -> bool:
@@ -565,14 +567,26 @@ def predict(model: nn.Module, info: ModelInfo, pixels: np.ndarray, name: str,
                       getattr(runner, "name", "pytorch"), maps, explain_ms, ood=ood)
 
 
+def sibling_box(image: ImageSource) -> Box | None:
+    """The box in the file beside an image path (``NAME.txt`` for ``NAME.jpg``), or None (no such file, not a
+    path, or a text that is not a box)."""
+    if not isinstance(image, (str, os.PathLike)) or not (path := Path(image).with_suffix(".txt")).is_file():
+        return None
+    try:
+        return read_box(path)
+    except KDCoreError:
+        return None
+
+
 def diagnose(image: ImageSource, store: ModelStore, teacher: str = "teacher", student: str = "student",
              methods: tuple[str, ...] = tuple(METHODS), display_size: int = 384, slice_index: int | None = None,
-             opacity: float = MAX_ALPHA) -> Diagnosis:
+             opacity: float = MAX_ALPHA, box: Box | None = None) -> Diagnosis:
     """Decode ``image`` once (a DICOM frame or NIfTI axial slice: ``slice_index``, default the middle one),
     predict (calibrated), check (out of distribution?) and explain it with both models, render the overlays.
 
     Overlays are drawn over the slice at its own aspect, longer side at most ``display_size``, with one colour
-    scale per method shared by teacher and student (:meth:`Diagnosis.render`).
+    scale per method shared by teacher and student (:meth:`Diagnosis.render`), and a tumour ``box`` outlined
+    (default: the box file beside an image path, :func:`sibling_box`).
 
     Raises :class:`KDCoreError` (one line) for an unreadable image, a missing model or mismatched classes.
     """
@@ -593,7 +607,8 @@ def diagnose(image: ImageSource, store: ModelStore, teacher: str = "teacher", st
         tp = predict(tm, ti, decoded[ti.spec.size], teacher, methods, store.runner(teacher))
     with store.lock(sm):
         sp = predict(sm, si, decoded[si.spec.size], student, methods, store.runner(student))
-    d = Diagnosis(tp, sp, 0.0, np.asarray(_display_image(grey, display_size)), decoded_image.notes)
+    d = Diagnosis(tp, sp, 0.0, np.asarray(_display_image(grey, display_size)), decoded_image.notes,
+                  box or sibling_box(image))
     d.render(opacity)
     d.seconds = time.perf_counter() - t0
     return d

@@ -194,3 +194,24 @@ def test_a_hub_dataset_id_is_data_for_every_tab(tiny_model_dir, tmp_path, monkey
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # the Hub is gone: the datasets cache answers
     data = load_train_data(resolve_data("owner/mri"), 32)
     assert len(data.train) + len(data.val) == 32 and data.class_names == CLASSES
+
+
+def test_diagnose_outlines_the_box_file_beside_an_image(tmp_path):
+    import shutil
+
+    from kdcore.paths import samples_dir
+    from kdcore.service import diagnose, sibling_box
+
+    image = tmp_path / "slice.jpg"
+    shutil.copyfile(sorted(samples_dir().glob("*.jpg"))[0], image)
+    store = ModelStore.with_defaults()
+    plain = diagnose(image, store, methods=("gradcam",))
+    assert plain.box is None and sibling_box(image) is None
+    (tmp_path / "slice.txt").write_text("0.5 0.5 0.5 0.5\n")
+    boxed = diagnose(image, store, methods=("gradcam",))
+    assert boxed.box == (0.5, 0.5, 0.5, 0.5)
+    h, w = boxed.shown.shape
+    edge = boxed.teacher.overlays["gradcam"][h // 2, w // 4]
+    assert tuple(edge) == (0, 255, 0) and tuple(plain.teacher.overlays["gradcam"][h // 2, w // 4]) != (0, 255, 0)
+    (tmp_path / "slice.txt").write_text("notes about this slice\n")  # not a box: ignored, not an error
+    assert diagnose(image, store, methods=("gradcam",)).box is None

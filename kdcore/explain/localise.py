@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import nn
 
 from kdcore.data.augment import to_input
@@ -37,7 +37,7 @@ from kdcore.explain._common import evaluating
 from kdcore.explain.frame import Frame
 from kdcore.explain.methods import explain, get_method
 from kdcore.explain.occlusion import control_mask, occlusion_drops
-from kdcore.explain.render import render_overlay
+from kdcore.explain.render import Box, draw_box, render_overlay
 from kdcore.models.folder import ModelInfo
 
 TOLERANCE = 0.15
@@ -54,16 +54,28 @@ class BoxedImage:
 
     path: Path
     label: int
-    box: tuple[float, float, float, float]
+    box: Box
 
 
-def read_box(path: Path) -> tuple[float, float, float, float]:
-    """The first line ``x_center y_center width height`` (normalised) of a box file."""
+def parse_box(text: str, source: str = "box") -> Box:
+    """``"x_center y_center width height"`` (normalised to the image, the first line of a box file) -> a
+    :data:`~kdcore.explain.render.Box`; a :class:`KDCoreError` naming ``source`` for anything else."""
     try:
-        xc, yc, w, h = (float(v) for v in path.read_text().split()[:4])
-    except (OSError, ValueError):
-        raise KDCoreError(f"{path}: not a box file (one line 'x_center y_center width height')") from None
+        xc, yc, w, h = (float(v) for v in text.split()[:4])
+    except ValueError:
+        raise KDCoreError(f"{source}: not a box (one line 'x_center y_center width height', normalised)") from None
+    if not (0 <= xc <= 1 and 0 <= yc <= 1 and 0 < w <= 1 and 0 < h <= 1):
+        raise KDCoreError(f"{source}: a box's values are fractions of the image (centre 0-1, size above 0 up to 1)")
     return xc, yc, w, h
+
+
+def read_box(path: Path) -> Box:
+    """The box of a box file (:func:`parse_box` of its text)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        raise KDCoreError(f"{path}: not a box file (one line 'x_center y_center width height')") from None
+    return parse_box(text, str(path))
 
 
 def find_boxed_images(folder: str | Path, class_names: list[str], max_images: int | None = None) -> list[BoxedImage]:
@@ -149,10 +161,6 @@ def summarise(records: list[dict]) -> dict:
     return out
 
 
-def _save_png(path: Path, image: Image.Image, heatmap: np.ndarray, box: np.ndarray, method: str) -> None:
-    canvas = Image.fromarray(render_overlay(image, heatmap, method))
-    ImageDraw.Draw(canvas).rectangle(tuple(box.round().tolist()), outline=(0, 255, 0))
-    canvas.save(path)
 
 
 def localise(model: nn.Module, info: ModelInfo, folder: str | Path, method: str = "lrp", target: str = "predicted",
@@ -175,7 +183,7 @@ def localise(model: nn.Module, info: ModelInfo, folder: str | Path, method: str 
     records: list[dict] = []
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
-        images, pixels, masks, tols, boxes = [], [], [], [], []
+        images, pixels, masks, tols = [], [], [], []
         for item in chunk:
             try:
                 img = open_image(item.path)
@@ -184,7 +192,6 @@ def localise(model: nn.Module, info: ModelInfo, folder: str | Path, method: str 
                 raise KDCoreError(str(e)) from None
             images.append(img)
             pixels.append(square_resize(grey, size))
-            boxes.append(upload_box(item, *grey.shape))
             masks.append(input_mask(item, *grey.shape, size))
             tols.append(input_mask(item, *grey.shape, size, TOLERANCE))
         x = to_input(torch.tensor(np.stack(pixels)), info.spec)
@@ -208,8 +215,8 @@ def localise(model: nn.Module, info: ModelInfo, folder: str | Path, method: str 
                            occlusion_tumour_larger=float(tumour > control))
             records.append(rec)
             if out_dir is not None:
-                _save_png(Path(out_dir) / f"{item.path.parent.name}_{item.path.stem}.png", images[i], maps[i],
-                          boxes[i], method)
+                Image.fromarray(draw_box(render_overlay(images[i], maps[i], method), item.box)).save(
+                    Path(out_dir) / f"{item.path.parent.name}_{item.path.stem}.png")
     per_class = {names[k]: summarise([r for r in records if r["label"] == k])
                  for k in sorted({r["label"] for r in records})}
     return {"model": info.name, "arch": info.arch, "size": size, "method": method, "settings": settings,

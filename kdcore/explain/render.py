@@ -21,6 +21,9 @@ from kdcore.explain.frame import Frame
 from kdcore.explain.methods import get_method
 
 MAX_ALPHA = 0.7
+#: A tumour box ``(x_center, y_center, width, height)``, normalised to the image (the YOLO convention).
+Box = tuple[float, float, float, float]
+BOX_COLOUR = (0, 255, 0)
 
 
 def upload_frame(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -76,4 +79,15 @@ def render_overlay(image: ImageSource, heatmap: np.ndarray | torch.Tensor, metho
     rgb = (1 - alpha) * grey[..., None] + alpha * colour
     canvas = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
     _colour_bar(canvas, entry.colour_map, low, top)
+    return np.asarray(canvas)
+
+
+def draw_box(overlay: np.ndarray, box: Box) -> np.ndarray:
+    """``overlay`` uint8 ``(H, W, 3)`` of a whole slice with ``box`` outlined in green (1 px per 256 px of the
+    longer side)."""
+    canvas = Image.fromarray(overlay)
+    h, w = overlay.shape[:2]
+    xc, yc, bw, bh = box
+    corners = ((xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h)
+    ImageDraw.Draw(canvas).rectangle(corners, outline=BOX_COLOUR, width=max(1, round(max(h, w) / 256)))
     return np.asarray(canvas)

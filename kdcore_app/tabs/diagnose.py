@@ -8,6 +8,7 @@ import gradio as gr
 import numpy as np
 
 from kdcore.explain import METHODS
+from kdcore.explain.localise import parse_box
 from kdcore.explain.render import MAX_ALPHA
 from kdcore.service import Diagnosis, Prediction, diagnose
 from kdcore_app.errors import require, user_errors
@@ -15,11 +16,13 @@ from kdcore_app.state import FORMATS, IMAGE_TYPES, AppState, display_name
 
 MAX_SLICE = 4096  # the slice slider's range before a volume sets it
 RUNTIMES = {"onnxruntime": "ONNX Runtime", "pytorch": "PyTorch"}
+BOX_HELP = "x_center y_center width height, fractions of the slice (a box file's line), e.g. 0.62 0.41 0.2 0.18"
 HOW_TO_READ = ("**How to read the maps.** LRP is signed: **red** marks what speaks *for* the predicted class, "
                "**blue** what speaks *against* it, white neither. Grad-CAM is coarse (one value per cell of the "
                "model's last feature map, smoothed) and always ≥ 0: bright is where the model looked most. Each "
                "method has one colour scale, shared by teacher and student (the bar in each map); click a map to "
-               "enlarge it.")
+               "enlarge it. A tumour box typed under the upload is outlined in **green** on every map, to see "
+               "whether the maps point at it.")
 # The maps in a 4-column grid (2 columns below 1100 px), whole, never scrolled inside the gallery; captions above
 # each map, wrapping instead of ending in an ellipsis, clear of the colour bar.
 CSS = """<style>
@@ -67,10 +70,11 @@ def build(state: AppState) -> DiagnoseTab:
     """The upload with the slice it gave, the two model lists, and per model its probabilities, summary and maps."""
 
     @user_errors
-    def on_diagnose(path: str | None, teacher: str, student: str, slice_index: float | None, opacity: float):
+    def on_diagnose(path: str | None, teacher: str, student: str, slice_index: float | None, opacity: float,
+                    box: str | None = None):
         require(path, f"Upload an MRI slice ({FORMATS}) or pick a sample first.")
         d = diagnose(path, state.store, teacher, student, slice_index=None if slice_index is None else int(slice_index),
-                     opacity=opacity)
+                     opacity=opacity, box=parse_box(box, "tumour box") if box and box.strip() else None)
         probs = [{display_name(c): float(v) for c, v in zip(p.class_names, p.probs)} for p in (d.teacher, d.student)]
         parts = (d.warning(), f"{d.agreement(display_name)}  \n<small>all results in {d.seconds:.2f} s</small>")
         summary = "\n\n".join(part for part in parts if part)
@@ -80,9 +84,9 @@ def build(state: AppState) -> DiagnoseTab:
         return (probs[0], model_summary(d.teacher), probs[1], model_summary(d.student), summary, heatmap_gallery(d),
                 d.shown, slice_note(d.notes), slider, d)
 
-    def on_upload(path: str | None, teacher: str, student: str, opacity: float):
+    def on_upload(path: str | None, teacher: str, student: str, opacity: float, box: str | None):
         if path:
-            return on_diagnose(path, teacher, student, None, opacity)
+            return on_diagnose(path, teacher, student, None, opacity, box)
         return None, "", None, "", "", None, None, "", gr.Slider(value=0, visible=False), None
 
     def on_opacity(d: Diagnosis | None, opacity: float):
@@ -111,16 +115,19 @@ def build(state: AppState) -> DiagnoseTab:
                     teacher = gr.Dropdown(state.models(), value="teacher", label="teacher", allow_custom_value=True)
                     student = gr.Dropdown(state.models(), value="student", label="student", allow_custom_value=True)
                 opacity = gr.Slider(0.1, 1.0, value=MAX_ALPHA, step=0.05, label="map opacity", elem_id="opacity")
+                box = gr.Textbox(label="show tumour box (optional)", elem_id="box", max_lines=1,
+                                 placeholder=BOX_HELP)
                 go_btn = gr.Button("Diagnose", variant="primary")
             with gr.Column(scale=2, min_width=300):
                 results, heatmaps = _results()
         gr.HTML(CSS)
         last = gr.State()  # the session's last diagnosis, re-drawn when the opacity changes
     outputs = [*results, shown, note, slice_index, last]
-    go_btn.click(on_diagnose, [upload, teacher, student, slice_index, opacity], outputs, api_name="diagnose")
-    upload.change(on_upload, [upload, teacher, student, opacity], outputs, api_name=False)
+    go_btn.click(on_diagnose, [upload, teacher, student, slice_index, opacity, box], outputs, api_name="diagnose")
+    box.submit(on_diagnose, [upload, teacher, student, slice_index, opacity, box], outputs, api_name=False)
+    upload.change(on_upload, [upload, teacher, student, opacity, box], outputs, api_name=False)
     # user input only (not the values the callbacks set); while a slider moves, only its latest value is run
-    slice_index.input(on_diagnose, [upload, teacher, student, slice_index, opacity], outputs, api_name=False,
+    slice_index.input(on_diagnose, [upload, teacher, student, slice_index, opacity, box], outputs, api_name=False,
                       trigger_mode="always_last")
     opacity.input(on_opacity, [last, opacity], heatmaps, api_name=False, trigger_mode="always_last")
     return DiagnoseTab(teacher, student)

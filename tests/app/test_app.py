@@ -46,6 +46,20 @@ def test_diagnose_both_models_and_heatmaps(client, files):
         assert img.shape == (96, 96, 3) and img.std() > 0
 
 
+def test_a_typed_tumour_box_is_outlined_on_every_map(client, files):
+    gallery = client.predict(handle_file(str(files["slice"])), "teacher", "student", 0, 0.7, "0.5 0.5 0.5 0.25",
+                             api_name="/diagnose")[5]
+    def green(pixel: np.ndarray) -> bool:  # the gallery's files are lossy: green well above red and blue
+        return pixel[1] - max(pixel[0], pixel[2]) > 60
+
+    for item in gallery:  # 96 x 96: the box's edges at x 24 and 72, y 36 and 60
+        img = np.asarray(Image.open(item["image"])).astype(int)
+        assert green(img[48, 24]) and green(img[36, 48]) and green(img[60, 60]) and not green(img[48, 48])
+    with pytest.raises(AppError, match="tumour box: a box's values are fractions"):
+        client.predict(handle_file(str(files["slice"])), "teacher", "student", 0, 0.7, "50 50 20 20",
+                       api_name="/diagnose")
+
+
 def test_concurrent_sessions_get_their_own_results(app, files, tmp_path):
     """Two browser sessions diagnose different uploads at the same time: each gets its own overlays back."""
     other = tmp_path / "other.png"

@@ -167,3 +167,16 @@ def test_gradcam_ceiling(tmp_path):
     coarse, fine = res["2"]["all"]["ceiling"]["mean"], res["16"]["all"]["ceiling"]["mean"]
     assert res["2"]["all"]["n"] == 9 and 0.0 <= coarse <= fine == 1.0  # 12 px boxes always hold a 3 px cell's peak
     assert res["2"]["all"]["ceiling_tol15"]["mean"] >= coarse
+
+
+def test_box_text_is_checked_and_drawn():
+    from kdcore.explain.localise import parse_box
+    from kdcore.explain.render import BOX_COLOUR, draw_box
+
+    assert parse_box("0.5 0.25 0.2 0.1\n") == (0.5, 0.25, 0.2, 0.1)
+    for bad in ("", "0.5 0.5 0.2", "a b c d", "50 50 20 20", "0.5 0.5 0 0.1"):
+        with pytest.raises(KDCoreError, match="my box"):
+            parse_box(bad, "my box")
+    out = draw_box(np.zeros((100, 200, 3), np.uint8), (0.5, 0.5, 0.5, 0.2))
+    assert tuple(out[50, 50]) == BOX_COLOUR and tuple(out[40, 100]) == BOX_COLOUR  # left edge x 50, top edge y 40
+    assert out[50, 100].sum() == 0 and out[50, 30].sum() == 0  # inside and outside untouched

@@ -95,4 +95,4 @@ def test_the_tiny_student_is_in_the_model_list_and_diagnoses():
     tiny = d.student
     assert tiny.name == "student-tiny" and tiny.params < 0.01 * d.teacher.params  # under 1% of the teacher
     assert np.isclose(tiny.probs.sum(), 1.0) and tiny.ood is not None  # calibrated, with its OOD check
-    assert set(tiny.overlays) == {"lrp", "gradcam"} and tiny.maps["lrp"].shape == (128, 128)
+    assert set(tiny.overlays) == {"lrp", "gradcam"} and tiny.maps["lrp"].shape == (192, 192)  # its own input size
