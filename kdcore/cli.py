@@ -366,12 +366,16 @@ def _args_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("lrp", "gradcam"), default="lrp")
     p.add_argument("--target", default=None, help="class index or name to explain (default: the predicted class)")
     p.add_argument("--out", required=True, help="PNG: the heatmap over the slice at the image's size, with colour bar")
+    p.add_argument("--box", default=None, metavar="'XC YC W H'",
+                   help="outline this tumour box (fractions of the image; default: the box file NAME.txt beside it)")
 
 
 def cmd_explain(a: argparse.Namespace) -> int:
     from PIL import Image
 
     from kdcore.explain.image import explain_image
+    from kdcore.explain.localise import parse_box, sibling_box
+    from kdcore.explain.render import draw_box
     from kdcore.models import load_model
 
     model, info = load_model(a.model)
@@ -382,11 +386,13 @@ def cmd_explain(a: argparse.Namespace) -> int:
         target = int(a.target)
     else:
         raise KDCoreError(f"unknown target {a.target!r}: use a class index or one of {', '.join(names)}")
+    box = parse_box(a.box, "--box") if a.box else sibling_box(a.image)
     result = explain_image(model, info.spec, a.image, a.method, target)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(result.overlay).save(a.out)
+    Image.fromarray(draw_box(result.overlay, box) if box else result.overlay).save(a.out)
     probs = ", ".join(f"{n} {p:.3f}" for n, p in zip(names, result.probs))
-    print(f"{a.method} map for class {names[result.target]} ({probs}) -> {a.out}")
+    boxed = ", tumour box outlined" if box else ""
+    print(f"{a.method} map for class {names[result.target]} ({probs}{boxed}) -> {a.out}")
     return 0
 
 

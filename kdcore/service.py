@@ -30,7 +30,7 @@ from kdcore.data.dataset import DEMO_DATA, resolve_data
 from kdcore.data.imageio import ImageDecodeError, ImageSource, read_image, square_resize, to_grey_array
 from kdcore.errors import KDCoreError
 from kdcore.explain import METHODS, explain
-from kdcore.explain.localise import read_box
+from kdcore.explain.localise import sibling_box
 from kdcore.explain.render import MAX_ALPHA, Box, draw_box, map_scale, render_overlay
 from kdcore.models import WEIGHTS, ModelInfo, count_params, load_model, resolve_model_path
 from kdcore.models.calibration import calibrated_probs
@@ -565,17 +565,6 @@ def predict(model: nn.Module, info: ModelInfo, pixels: np.ndarray, name: str,
     size = (folder / WEIGHTS).stat().st_size if folder and (folder / WEIGHTS).is_file() else 0
     return Prediction(name, info.arch, list(info.class_names), probs.numpy(), ms, count_params(model), size, pixels,
                       getattr(runner, "name", "pytorch"), maps, explain_ms, ood=ood)
-
-
-def sibling_box(image: ImageSource) -> Box | None:
-    """The box in the file beside an image path (``NAME.txt`` for ``NAME.jpg``), or None (no such file, not a
-    path, or a text that is not a box)."""
-    if not isinstance(image, (str, os.PathLike)) or not (path := Path(image).with_suffix(".txt")).is_file():
-        return None
-    try:
-        return read_box(path)
-    except KDCoreError:
-        return None
 
 
 def diagnose(image: ImageSource, store: ModelStore, teacher: str = "teacher", student: str = "student",

@@ -199,8 +199,9 @@ def test_a_hub_dataset_id_is_data_for_every_tab(tiny_model_dir, tmp_path, monkey
 def test_diagnose_outlines_the_box_file_beside_an_image(tmp_path):
     import shutil
 
+    from kdcore.explain.localise import sibling_box
     from kdcore.paths import samples_dir
-    from kdcore.service import diagnose, sibling_box
+    from kdcore.service import diagnose
 
     image = tmp_path / "slice.jpg"
     shutil.copyfile(sorted(samples_dir().glob("*.jpg"))[0], image)

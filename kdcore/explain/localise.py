@@ -21,6 +21,7 @@ Every summary is a mean with a 95% percentile bootstrap interval (1000 resamples
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,17 @@ def read_box(path: Path) -> Box:
     except (OSError, UnicodeDecodeError):
         raise KDCoreError(f"{path}: not a box file (one line 'x_center y_center width height')") from None
     return parse_box(text, str(path))
+
+
+def sibling_box(image: object) -> Box | None:
+    """The box in the file beside an image path (``NAME.txt`` for ``NAME.jpg``), or None (no such file, not a
+    path, or a text that is not a box)."""
+    if not isinstance(image, (str, os.PathLike)) or not (path := Path(image).with_suffix(".txt")).is_file():
+        return None
+    try:
+        return read_box(path)
+    except KDCoreError:
+        return None
 
 
 def find_boxed_images(folder: str | Path, class_names: list[str], max_images: int | None = None) -> list[BoxedImage]:

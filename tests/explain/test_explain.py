@@ -189,6 +189,15 @@ def test_cli_explain(tiny_model_dir, tiny_data, tmp_path, capsys):
     assert main(["explain", "--model", str(tiny_model_dir), "--image", str(image), "--method", "gradcam",
                  "--target", "pituitary", "--out", str(out)]) == 0
     assert Image.open(out).size == Image.open(image).size and "class pituitary" in capsys.readouterr().out
+    plain = np.asarray(Image.open(out))
+    assert main(["explain", "--model", str(tiny_model_dir), "--image", str(image), "--method", "gradcam",
+                 "--target", "pituitary", "--out", str(out), "--box", "0.5 0.5 0.5 0.5"]) == 0
+    boxed, (h, w) = np.asarray(Image.open(out)), plain.shape[:2]
+    assert "tumour box outlined" in capsys.readouterr().out and tuple(boxed[h // 2, w // 4]) == (0, 255, 0)
+    assert (boxed[h // 2, w // 2] == plain[h // 2, w // 2]).all()  # inside the box: the map as before
+    assert main(["explain", "--model", str(tiny_model_dir), "--image", str(image), "--out", str(out), "--box",
+                 "2 2 1 1"]) == 2
+    assert "--box: a box's values are fractions" in capsys.readouterr().err
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     assert main(["explain", "--model", str(tiny_model_dir), "--image", str(bad), "--out", str(out)]) == 2
