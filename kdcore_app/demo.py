@@ -18,12 +18,13 @@ from kdcore_app.state import AppState
 from kdcore_app.tabs import benchmark, diagnose, distill, hub, rank
 
 INTRO = ("kdcore turns a large brain-tumour MRI classifier (the *teacher*, a ResNet-18) into a small, fast one (the "
-         "*student*) by knowledge distillation, and shows what both look at. **Diagnose** compares the two models "
-         "on one slice with LRP and Grad-CAM heat maps; **Rank students** scores candidate architectures against "
+         "*student*) by knowledge distillation, and shows what both look at. **Diagnose** compares two models "
+         "on one slice with LRP and Grad-CAM heat maps (the student list also offers *student-tiny*, under 1% of "
+         "the teacher's size); **Rank students** scores candidate architectures against "
          "the teacher without training them; **Distill** trains a new student; **Benchmark** measures models side "
          "by side; **Hub** pulls and pushes models. Everything runs on this server's CPU; Rank, Distill and "
          "Benchmark start on a small bundled demo set. More in the project's README and `docs/` (`docs/app.md` for "
-         "this app) and in the two model cards below.")
+         "this app) and in the model cards below.")
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
 
 
