@@ -173,8 +173,6 @@ def summarise(records: list[dict]) -> dict:
     return out
 
 
-
-
 def localise(model: nn.Module, info: ModelInfo, folder: str | Path, method: str = "lrp", target: str = "predicted",
              settings: dict | None = None, max_images: int | None = None, out_dir: str | Path | None = None,
              batch: int = 32) -> dict:
