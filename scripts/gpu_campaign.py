@@ -17,7 +17,8 @@ the DisWOT validation against the best teacher, as parallel processes sharing on
     python -m scripts.gpu_campaign --pack brain-128.safetensors.xz --out OUT --mps
     python -m scripts.gpu_campaign --pack brain-128.safetensors.xz --out /tmp/campaign --tiny
 
-``--shipped-teacher`` skips step 1's teachers and distils from the bundled teacher; ``--skip-finished`` leaves out
+``--teacher NAME_OR_DIR`` skips step 1's teachers and distils from that model (``teacher``: the bundled one);
+``--students``, ``--epochs`` and ``--amp`` set the ablation's cells; ``--skip-finished`` leaves out
 the ablation cells already in ``bench/results/distill_ablation.json``; ``--jobs 'ablation/*'`` runs the ablation's
 cells alone.
 
@@ -156,14 +157,13 @@ def start_mps() -> str:
 def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], list[tuple]]:
     """(stage-1 jobs, stage-2 jobs) as (name, argv, priority); lower priorities start first.
 
-    Stage 2, by priority: 0 the shipped-student candidates (full 120-epoch per-step KD schedules: 80-epoch runs
-    were still noisy near their end) and the shipped student's ``sem(lrp)`` cells of seeds 0-2 with the
-    tuning grid's ``sem(lrp)`` cells; 1 the rest of the tuning grid (seed 0 of the shipped student: T 2 for KD, weight
-    0.1 on feat and sem), the thesis cells of seeds 3-4 and the tuned thesis on seeds 1-2; 2 the shipped student's
-    other cells and the mobile student's seeds 0-2, ``sem(lrp)`` first; 3 the mobile student's tuning grid and its
-    seeds 3-4 (its grid keeps the thesis at weight 1: no tuned thesis to repeat), then the thesis with per-step
-    teacher maps (``4-thesis@perstep``, seeds 0-2: the cached maps, warped with the augmentation, are at cosine 0.61
-    from the per-step ones); 4 DisWOT.
+    Stage 2, by priority: 0 the shipped-student candidates (full 120-epoch per-step KD schedules: 80-epoch runs were
+    still noisy near their end) and the first ablation student's cells, seeds 0-2 before 3-4, each the longest first
+    (``sem(lrp)``, then Grad-CAM ``sem``, then the logit terms alone); 1 its tuning grid (seed 0: T 2 for KD, weight
+    0.1 on feat and sem) and the tuned thesis on seeds 1-2; 2 the thesis with per-step teacher maps
+    (``4-thesis@perstep``, seeds 0-2: the cached maps, warped with the augmentation, are at cosine 0.61 from the
+    per-step ones); 3 and 4 the next student's cells and tuning grid (its grid keeps the thesis at weight 1), and so
+    on; last, DisWOT.
     Rates seen with 16 processes on one H100: ``sem(lrp)`` 169 img/s on resnet10t_w20 but 22 img/s on
     mobilenetv2_035 (PyTorch's double backward of a depthwise convolution, one call per channel, before
     :mod:`kdcore.explain.grouped_conv`), Grad-CAM ``sem`` 370, ce+kd 565-925, per-step-teacher KD 380; with 4
@@ -174,44 +174,48 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     teachers = [  # (name, epochs, batch, lr, seed): a short one that surely ends in time, and longer schedules
         ("teacher-e60-b128", 60, 128, 4e-3, 0), ("teacher-e100-b64", 100, 64, 2e-3, 0),
         ("teacher-e120-b128", 120, 128, 4e-3, 1), ("teacher-e150-b64", 150, 64, 2e-3, 2),
-    ][: 0 if a.shipped_teacher else 2 if t else 4]
+    ][: 0 if a.teacher else 2 if t else 4]
     stage1 = [(n, ["-m", "kdcore", "train-teacher", "--arch", "resnet18", "--data", str(pack), "--out", str(runs / n),
                    "--epochs", str(1 if t else e), "--batch-size", str(b), "--lr", str(lr), "--seed", str(s), *cap], 0)
               for n, e, b, lr, s in teachers]
-    ablation = ["-m", "bench.distill_ablation", "--data", str(pack), "--teacher", "teacher",
-                "--students", ",".join(STUDENTS),
-                "--size", "128", "--epochs", str(1 if t else 20), "--batch-size", "128", "--lr", "4e-3",
-                "--runs", str(runs / "ablation"), *cap]
+    teacher, ablation_students = a.teacher or "teacher", a.students.split(",")
+    ablation = ["-m", "bench.distill_ablation", "--data", str(pack), "--teacher", teacher,
+                "--students", ",".join(ablation_students),
+                "--size", "128", "--epochs", str(1 if t else a.epochs), "--batch-size", "128", "--lr", "4e-3",
+                *(["--amp", a.amp] if a.amp else []), "--runs", str(runs / "ablation"),
+                "--out", str(runs / "ablation" / "table"), *cap]  # a table of its own: the cells' validation set
     cell = lambda st, c, s, prio: (f"ablation/{st}/{c}/{s}", [*ablation, "--only", f"{st}/{c}/{s}"], prio)  # noqa: E731
     seeds = range(2 if t else 5)
-    stage1 += [cell(st, "1-alone", s, 1) for s in seeds for st in STUDENTS]
+    stage1 += [cell(st, "1-alone", s, 1) for s in seeds for st in ablation_students]
     students = [  # (name, extra args): the shipped recipe's full schedule on four seeds, and a short weight average
         *((f"student-r10w20-kd-e120-s{s}", ["--seed", str(s)]) for s in range(4)),
         ("student-r10w20-kd-e120-ema995-s1", ["--seed", "1", "--ema", "0.995"]),
     ]
-    stage2 = [(n, ["-m", "kdcore", "distill", "--teacher", "teacher", "--student", "resnet10t_w20", "--data", str(pack),
+    stage2 = [(n, ["-m", "kdcore", "distill", "--teacher", teacher, "--student", "resnet10t_w20", "--data", str(pack),
                    "--out", str(runs / n), "--loss", "ce=1,kd=1", "--no-teacher-cache",
                    "--epochs", str(1 if t else 120),
                    "--batch-size", "64", "--lr", "3e-3", *extra, *cap], 0)
               for n, extra in students]
-    lrp = ("4-thesis", "5b-diswot+lrp")
-    r10, *limited = STUDENTS  # the shipped pick, then the capacity-limited students
-    first, later = [s for s in seeds if s < 3], [s for s in seeds if s >= 3]
-    stage2 += [cell(r10, c, s, 0) for c in lrp for s in first]
-    stage2 += [cell(r10, c, 0, 0 if c.split("@")[0] in lrp else 1) for c in TUNING]
-    stage2 += [cell(r10, c, s, 1) for c in lrp for s in later]
-    stage2 += [cell(r10, "4-thesis@w0.1", s, 1) for s in seeds if 1 <= s <= 2]
-    stage2 += [cell(r10, c, s, 2) for s in seeds for c in ABLATION_CONFIGS[1:] if c not in lrp]
-    by_cost = sorted(ABLATION_CONFIGS[1:], key=lambda c: c not in lrp)  # sem(lrp) cells, the longest, start first
-    stage2 += [cell(st, c, s, 2) for st in limited for s in first for c in by_cost]
-    stage2 += [cell(st, c, 0, 3) for st in limited for c in TUNING]
-    stage2 += [cell(st, c, s, 3) for st in limited for s in later for c in by_cost]  # grid keeps the thesis at w 1
-    stage2 += [cell(r10, "4-thesis@perstep", s, 3) for s in seeds if s <= 2]  # the teacher cache's control
-    proxies = ["-m", "bench.rank_validate", "--data", str(pack), "--teacher", "teacher", "--runs", str(runs / "rank"),
+    # per student in turn: its cells of seeds 0-2, then 3-4 (a cut campaign leaves whole seeds), each the longest
+    # first (sem(lrp), then Grad-CAM sem, then logits alone); then its tuning grid (seed 0; the first student's also
+    # the tuned thesis on seeds 1-2); then the first's per-step control
+    by_cost = sorted(ABLATION_CONFIGS[1:], key=cost)
+    for i, st in enumerate(ablation_students):
+        stage2 += [cell(st, c, s, 3 * i) for block in (seeds[:3], seeds[3:]) for c in by_cost for s in block]
+        stage2 += [cell(st, c, 0, 3 * i + 1) for c in TUNING]
+        if i == 0:
+            stage2 += [cell(st, "4-thesis@w0.1", s, 1) for s in seeds if 1 <= s <= 2]
+            stage2 += [cell(st, "4-thesis@perstep", s, 2) for s in seeds if s <= 2]  # the teacher cache's control
+    proxies = ["-m", "bench.rank_validate", "--data", str(pack), "--teacher", teacher, "--runs", str(runs / "rank"),
                *(["--epochs", "1"] if t else []), *cap]
-    stage2 += [(f"rank/{c}/{s}", [*proxies, "--only", f"{c}/{s}"], 4) for s in (0, 1, 2)
+    stage2 += [(f"rank/{c}/{s}", [*proxies, "--only", f"{c}/{s}"], 3 * len(ablation_students)) for s in (0, 1, 2)
                for c in list(CANDIDATES)[: 2 if t else None]]
     return stage1, stage2
+
+
+def cost(config: str) -> int:
+    """A configuration's rank by training time per step: 0 sem(lrp), 1 Grad-CAM sem, 2 logit terms alone."""
+    return {"lrp": 0, "gradcam": 1}.get(CONFIGS[config].get("sem_map"), 2)
 
 
 def select_teacher(runs: Path, names: list[str], pack: Path) -> dict:
@@ -241,15 +245,15 @@ def select_teacher(runs: Path, names: list[str], pack: Path) -> dict:
             "val_images": len(pred32), "fp16_accuracy": float((pred16 == data.val.labels).float().mean())}
 
 
-def build_teacher_caches(pack: Path, cache_dir: Path) -> dict:
-    """The shipped teacher's logit, LRP and Grad-CAM caches, built once before the students start."""
+def build_teacher_caches(pack: Path, cache_dir: Path, teacher_name: str = "teacher") -> dict:
+    """The teacher's logit, LRP and Grad-CAM caches, built once before the students start."""
 
     from kdcore.data.pack import load_train_data
     from kdcore.distill.teacher_cache import build_cache
     from kdcore.engine.dist import default_device
     from kdcore.models import load_model
 
-    teacher, info = load_model("teacher", default_device())
+    teacher, info = load_model(teacher_name, default_device())
     data = load_train_data(str(pack), info.spec.size)
     os.environ["KDCORE_CACHE"] = str(cache_dir)
     t0 = time.perf_counter()
@@ -342,7 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-priority", type=int, default=99, help="start no stage-2 job of a higher priority number")
     p.add_argument("--mps", action="store_true", help="start NVIDIA MPS first (processes share the GPU at once)")
     p.add_argument("--tiny", action="store_true", help="toy budgets, to check the plan on the CPU")
-    p.add_argument("--shipped-teacher", action="store_true", help="train no teachers: distil from the bundled one")
+    p.add_argument("--teacher", default=None, help="train no teachers: distil from this model name or folder "
+                   "('teacher': the bundled one); default: train teachers and ship the best")
+    p.add_argument("--students", default=",".join(STUDENTS), help="the ablation's students, a comma list")
+    p.add_argument("--epochs", type=int, default=20, help="the ablation cells' epochs")
+    p.add_argument("--amp", choices=("bf16", "auto"), default=None, help="the ablation cells' autocast")
     p.add_argument("--jobs", default="*", help="comma-separated name patterns (fnmatch) of the jobs to run, e.g. "
                    "'ablation/*' for the ablation's cells alone or 'ablation/mobilenetv2_035/3-diswot/*'")
     p.add_argument("--resume", help="folder of cut ablation cells (<student>/<config>/seed<k>, with checkpoints, as "
@@ -395,8 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             pool.kill([j for j in teachers if j.status in ("queued", "running")])
             report["teacher_stage_end_s"] = now
             try:
-                report["teacher"] = {} if a.shipped_teacher else select_teacher(runs, [j.name for j in teachers], pack)
-                report["teacher"] |= build_teacher_caches(pack, work / "cache")
+                report["teacher"] = {} if a.teacher else select_teacher(runs, [j.name for j in teachers], pack)
+                report["teacher"] |= build_teacher_caches(pack, work / "cache", a.teacher or "teacher")
             except Exception as e:
                 report["teacher"] = {"error": repr(e)}
                 break
@@ -415,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     report["end_s"] = pool.now()
     write()
     report["parts"] = pack_results(out, runs, budget_mb=a.upload_mb,
-                                   teacher=None if a.shipped_teacher else bundled_model("teacher"))
+                                   teacher=None if a.teacher else bundled_model("teacher"))
     report["packed_s"] = pool.now()
     write()
     print(json.dumps({k: v for k, v in report.items() if k != "jobs"}, indent=1))

@@ -15,9 +15,16 @@ from scripts import gpu_campaign
 from tests.helpers import REPO
 
 
-@pytest.mark.parametrize("tiny,shipped", [(False, False), (True, False), (False, True)])
-def test_plan_commands_parse(tiny, shipped, tmp_path):
-    a = argparse.Namespace(tiny=tiny, shipped_teacher=shipped)
+def options(**kw) -> argparse.Namespace:
+    """The plan's options: ``kw`` over the defaults (tiny, the bundled teacher, every student, 20 epochs)."""
+    return argparse.Namespace(**{"tiny": True, "teacher": "teacher", "students": ",".join(distill_ablation.STUDENTS),
+                                 "epochs": 20, "amp": None} | kw)
+
+
+@pytest.mark.parametrize("tiny,teacher", [(False, None), (True, None), (False, "teacher"), (False, "runs/t/best")])
+def test_plan_commands_parse(tiny, teacher, tmp_path):
+    shipped = teacher is not None
+    a = options(tiny=tiny, teacher=teacher, amp="bf16" if shipped else None)
     stage1, stage2 = gpu_campaign.plan(a, tmp_path / "pack.safetensors", tmp_path / "runs")
     names = [n for n, _, _ in stage1 + stage2]
     assert len(names) == len(set(names))
@@ -37,6 +44,11 @@ def test_plan_commands_parse(tiny, shipped, tmp_path):
             assert argv[1].startswith("bench.") and importlib.util.find_spec(argv[1]) and "--only" in argv, name
             key = argv[argv.index("--only") + 1]
             assert name.endswith(key)
+            if argv[1] == "bench.distill_ablation":
+                opts = distill_ablation.parser().parse_args(argv[2:])
+                assert (opts.teacher, opts.amp) == (teacher or "teacher", a.amp)
+    first = [n.split("/")[2] for n, _, prio in stage2 if n.startswith("ablation/") and prio == 0]
+    assert first[0] == "4-thesis" and first[-1] in ("2-kd", "6-dkd", "7-dist")  # the longest cells start first
 
 
 def test_pack_results_keeps_small_files_and_student_weights(tmp_path):
@@ -139,17 +151,15 @@ def test_mps_is_off_without_its_control_program(monkeypatch):
     assert gpu_campaign.start_mps() == "off: no nvidia-cuda-mps-control"
 
 
-def test_plan_puts_the_students_first_and_the_proxy_validation_after_priority_3(tmp_path):
-    a = argparse.Namespace(tiny=True, shipped_teacher=True)
-    _, stage2 = gpu_campaign.plan(a, tmp_path / "pack.safetensors", tmp_path / "runs")
+def test_plan_puts_the_students_first_and_the_proxy_validation_last(tmp_path):
+    _, stage2 = gpu_campaign.plan(options(), tmp_path / "pack.safetensors", tmp_path / "runs")
     students = [n for n, _, prio in stage2 if prio == 0 and n.startswith("student")]
-    assert len(students) == 5 and all(prio <= 5 for *_, prio in stage2)
-    assert any(n.startswith("rank/") for n, _, prio in stage2 if prio > 3)  # what --max-priority 3 leaves out
+    last = max(prio for *_, prio in stage2)
+    assert len(students) == 5 and last > 3 and all(n.startswith("rank/") for n, _, prio in stage2 if prio == last)
 
 
 def test_select_keeps_the_named_jobs_that_are_not_finished(tmp_path):
-    a = argparse.Namespace(tiny=True, shipped_teacher=True)
-    _, stage2 = gpu_campaign.plan(a, tmp_path / "pack.safetensors", tmp_path / "runs")
+    _, stage2 = gpu_campaign.plan(options(), tmp_path / "pack.safetensors", tmp_path / "runs")
     mobile = "ablation/mobilenetv2_035"
     picked = gpu_campaign.select(stage2, [f"{mobile}/3-diswot/*", f"{mobile}/4-thesis/1"], {f"{mobile}/3-diswot/0"})
     assert [n for n, *_ in picked] == [f"{mobile}/4-thesis/1", f"{mobile}/3-diswot/1"]
@@ -157,12 +167,11 @@ def test_select_keeps_the_named_jobs_that_are_not_finished(tmp_path):
 
 
 def test_plan_starts_the_mobile_students_first_seeds_with_its_lrp_cells():
-    a = argparse.Namespace(tiny=False, shipped_teacher=True)
-    _, stage2 = gpu_campaign.plan(a, REPO / "pack.safetensors", REPO / "runs")
+    _, stage2 = gpu_campaign.plan(options(tiny=False), REPO / "pack.safetensors", REPO / "runs")
     mobile = sorted((prio, i, n) for i, (n, _, prio) in enumerate(stage2) if n.startswith("ablation/mobilenetv2_035"))
     first = [n.split("/", 2)[2] for *_, n in mobile[:10]]
     assert all(n.endswith(("/0", "/1", "/2")) and "@" not in n for n in first)
-    assert {n.split("/")[0] for n in first[:2]} == {"4-thesis", "5b-diswot+lrp"}
+    assert {n.split("/")[0] for n in first[:6]} == {"4-thesis", "5b-diswot+lrp"}
 
 
 def test_a_cell_cut_after_training_comes_back_without_its_checkpoint_and_trains_no_more(
