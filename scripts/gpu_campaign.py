@@ -158,12 +158,11 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
     """(stage-1 jobs, stage-2 jobs) as (name, argv, priority); lower priorities start first.
 
     Stage 2, by priority: 0 the shipped-student candidates (full 120-epoch per-step KD schedules: 80-epoch runs were
-    still noisy near their end) and the first ablation student's cells, seeds 0-2 before 3-4, each the longest first
-    (``sem(lrp)``, then Grad-CAM ``sem``, then the logit terms alone); 1 its tuning grid (seed 0: T 2 for KD, weight
-    0.1 on feat and sem) and the tuned thesis on seeds 1-2; 2 the thesis with per-step teacher maps
-    (``4-thesis@perstep``, seeds 0-2: the cached maps, warped with the augmentation, are at cosine 0.61 from the
-    per-step ones); 3 and 4 the next student's cells and tuning grid (its grid keeps the thesis at weight 1), and so
-    on; last, DisWOT.
+    still noisy near their end) and the first ablation student's cells, the longest first (``sem(lrp)``, then Grad-
+    CAM ``sem``, then the logit terms alone); 1 its tuning grid (seed 0: T 2 for KD, weight 0.1 on feat and sem) and
+    the tuned thesis on seeds 1-2; 2 the thesis with per-step teacher maps (``4-thesis@perstep``, seeds 0-2: the
+    cached maps, warped with the augmentation, are at cosine 0.61 from the per-step ones); 3 and 4 the next
+    student's cells and tuning grid (its grid keeps the thesis at weight 1), and so on; last, DisWOT.
     Rates seen with 16 processes on one H100: ``sem(lrp)`` 169 img/s on resnet10t_w20 but 22 img/s on
     mobilenetv2_035 (PyTorch's double backward of a depthwise convolution, one call per channel, before
     :mod:`kdcore.explain.grouped_conv`), Grad-CAM ``sem`` 370, ce+kd 565-925, per-step-teacher KD 380; with 4
@@ -196,12 +195,12 @@ def plan(a: argparse.Namespace, pack: Path, runs: Path) -> tuple[list[tuple], li
                    "--epochs", str(1 if t else 120),
                    "--batch-size", "64", "--lr", "3e-3", *extra, *cap], 0)
               for n, extra in students]
-    # per student in turn: its cells of seeds 0-2, then 3-4 (a cut campaign leaves whole seeds), each the longest
-    # first (sem(lrp), then Grad-CAM sem, then logits alone); then its tuning grid (seed 0; the first student's also
-    # the tuned thesis on seeds 1-2); then the first's per-step control
+    # per student in turn: its cells, the longest first (sem(lrp), then Grad-CAM sem, then logits alone: the
+    # campaign ends soonest); then its tuning grid (seed 0; the first student's also the tuned thesis on seeds 1-2);
+    # then the first's per-step control
     by_cost = sorted(ABLATION_CONFIGS[1:], key=cost)
     for i, st in enumerate(ablation_students):
-        stage2 += [cell(st, c, s, 3 * i) for block in (seeds[:3], seeds[3:]) for c in by_cost for s in block]
+        stage2 += [cell(st, c, s, 3 * i) for c in by_cost for s in seeds]
         stage2 += [cell(st, c, 0, 3 * i + 1) for c in TUNING]
         if i == 0:
             stage2 += [cell(st, "4-thesis@w0.1", s, 1) for s in seeds if 1 <= s <= 2]

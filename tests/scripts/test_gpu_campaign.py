@@ -166,12 +166,11 @@ def test_select_keeps_the_named_jobs_that_are_not_finished(tmp_path):
     assert len(gpu_campaign.select(stage2, ["ablation/*"], set())) == sum(n.startswith("ablation/") for n, *_ in stage2)
 
 
-def test_plan_starts_the_mobile_students_first_seeds_with_its_lrp_cells():
+def test_plan_starts_the_mobile_student_with_its_lrp_cells():
     _, stage2 = gpu_campaign.plan(options(tiny=False), REPO / "pack.safetensors", REPO / "runs")
     mobile = sorted((prio, i, n) for i, (n, _, prio) in enumerate(stage2) if n.startswith("ablation/mobilenetv2_035"))
     first = [n.split("/", 2)[2] for *_, n in mobile[:10]]
-    assert all(n.endswith(("/0", "/1", "/2")) and "@" not in n for n in first)
-    assert {n.split("/")[0] for n in first[:6]} == {"4-thesis", "5b-diswot+lrp"}
+    assert {n.split("/")[0] for n in first} == {"4-thesis", "5b-diswot+lrp"}  # every seed of the sem(lrp) cells
 
 
 def test_a_cell_cut_after_training_comes_back_without_its_checkpoint_and_trains_no_more(
