@@ -8,8 +8,11 @@ from pathlib import Path
 
 #: The reports, by the title the tab lists them under -> their name in ``bench/results``
 REPORTS = {
-    "Distillation on the v2 split at 128 px, the <= 1% student: KD and DIST, 5 seeds": "distill_ablation_w8_128",
-    "Distillation on the v2 split at 128 px, the shipped student's architecture: KD, 5 seeds":
+    "Distillation on the v2 split at 128 px: every configuration on two students, 15 epochs on a GPU, 5 seeds":
+        "distill_ablation_gpu_e15",
+    "Distillation on the v2 split at 128 px, the <= 1% student: KD and DIST, 60 epochs, 5 seeds":
+        "distill_ablation_w8_128",
+    "Distillation on the v2 split at 128 px, the shipped student's architecture: KD, 60 epochs, 5 seeds":
         "distill_ablation_w20_128",
     "Distillation on the v2 split, CPU scale: verdicts on the <= 1% student": "distill_ablation_cpu",
     "Distillation: the thesis's claims, verdicts and ablation (first split)": "distill_ablation",
