@@ -145,6 +145,8 @@ def start_mps() -> str:
     if ctl is None:
         return "off: no nvidia-cuda-mps-control"
     if subprocess.run([ctl, "-d"], capture_output=True).returncode != 0:
+        if subprocess.run([ctl], input=b"get_server_list", capture_output=True).returncode == 0:
+            return "on (a daemon was already running)"  # e.g. left by an earlier campaign on the same machine
         return "off: the daemon did not start"
     probe = subprocess.run([sys.executable, "-c", "import torch; torch.zeros(1, device='cuda')"], capture_output=True,
                            timeout=120)
