@@ -234,12 +234,15 @@ def curves(res: dict) -> list[str]:
             got = [c["curve"] for seed in s["seeds"] if len(
                 (c := res["cells"].get(f"{student}/{config}/{seed}", {})).get("curve", [])) == e]
             if got:
-                rows.append([student, config, len(got), *(f"{np.mean([g[m - 1] for g in got]):.4f}" for m in marks)])
+                mean = np.mean(got, axis=0)
+                rows.append([student, config, len(got), *(f"{mean[m - 1]:.4f}" for m in marks),
+                             f"{mean[-1] - mean[max(0, e - 3)]:+.4f}"])
     if not rows:
         return []
     return ["", "Validation curves (mean over seeds of the validation accuracy after each epoch; whether the budget "
-                "let each configuration flatten):", "",
-            *md_table(["student", "config", "n", *(f"epoch {m}" for m in marks)], rows)]
+                "let each configuration flatten, and how much it still rose over the last three epochs):", "",
+            *md_table(["student", "config", "n", *(f"epoch {m}" for m in marks), f"rise, epoch {max(1, e - 2)} to {e}"],
+                      rows)]
 
 
 def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:

@@ -243,3 +243,6 @@ def test_parallel_cells_run_as_processes_and_the_report_shows_their_curves(tmp_p
     assert sorted(table["cells"]) == ["test_resnet/1-alone/0", "test_resnet/6-dkd/0"]
     md = (tmp_path / "t.md").read_text()
     assert "Validation curves" in md and "| test_resnet | 6-dkd | 1 |" in md and "(6-dkd) - (1-alone)" in md
+    curve = json.loads(cells["6-dkd"].read_text())["curve"]  # one seed: the mean curve is its curve
+    row = [line for line in md.splitlines() if line.startswith("| test_resnet | 6-dkd | 1 | ")][-1]  # the curves
+    assert "rise, epoch 1 to 2" in md and row.endswith(f"| {curve[1] - curve[0]:+.4f} |")
