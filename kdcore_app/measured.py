@@ -8,7 +8,7 @@ from pathlib import Path
 
 #: The reports, by the title the tab lists them under -> their name in ``bench/results``
 REPORTS = {
-    "Distillation on the v2 split at 128 px: every configuration on two students, 15 epochs on a GPU, 5 seeds":
+    "Distillation on the v2 split at 128 px: every configuration, three students, 15 epochs, 5 seeds":
         "distill_ablation_gpu_e15",
     "Distillation on the v2 split at 128 px, the <= 1% student: KD and DIST, 60 epochs, 5 seeds":
         "distill_ablation_w8_128",

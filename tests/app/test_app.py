@@ -131,7 +131,7 @@ def test_benchmark(client, tiny_data):
 def test_benchmark_tab_shows_the_measured_reports(client, tmp_path):
     from kdcore_app.measured import REPORTS, report_markdown
 
-    newest = "Distillation on the v2 split at 128 px: every configuration on two students, 15 epochs on a GPU, 5 seeds"
+    newest = "Distillation on the v2 split at 128 px: every configuration, three students, 15 epochs, 5 seeds"
     assert next(iter(REPORTS)) == newest  # the tab opens on it
     for title in (newest,
                   "Distillation on the v2 split at 128 px, the <= 1% student: KD and DIST, 60 epochs, 5 seeds",
