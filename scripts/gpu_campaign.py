@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
-from bench.distill_ablation import CONFIGS, STUDENTS
+from bench.distill_ablation import AMP_TITLES, CONFIGS, STUDENTS
 from bench.report import RESULTS
 from kdcore.paths import bundled_model
 from kdcore.rank.candidates import CANDIDATES
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                    "('teacher': the bundled one); default: train teachers and ship the best")
     p.add_argument("--students", default=",".join(STUDENTS), help="the ablation's students, a comma list")
     p.add_argument("--epochs", type=int, default=20, help="the ablation cells' epochs")
-    p.add_argument("--amp", choices=("bf16", "auto"), default=None, help="the ablation cells' autocast")
+    p.add_argument("--amp", choices=[k for k in AMP_TITLES if k], default=None, help="the ablation cells' autocast")
     p.add_argument("--jobs", default="*", help="comma-separated name patterns (fnmatch) of the jobs to run, e.g. "
                    "'ablation/*' for the ablation's cells alone or 'ablation/mobilenetv2_035/3-diswot/*'")
     p.add_argument("--resume", help="folder of cut ablation cells (<student>/<config>/seed<k>, with checkpoints, as "

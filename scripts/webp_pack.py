@@ -53,11 +53,11 @@ def expand(src: str | Path, dst: str | Path) -> Path:
     """The pack that :func:`shrink` was given, written to ``dst``."""
     with zipfile.ZipFile(src) as z, ThreadPoolExecutor() as pool:
         meta = z.read("meta.json").decode()
+        size = json.loads(meta)["size"]
         tensors = load(z.read("labels.safetensors"))
         for s in SIDES:
             names = sorted(n for n in z.namelist() if n.startswith(f"{s}/"))
             imgs = list(pool.map(_pixels, [z.read(n) for n in names]))
-            size = json.loads(meta)["size"]
             tensors[f"{s}_pixels"] = torch.from_numpy(np.stack(imgs) if imgs else np.zeros((0, size, size), np.uint8))
     save_file(tensors, str(dst), metadata={META: meta})
     return Path(dst)
