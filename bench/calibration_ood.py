@@ -7,13 +7,15 @@ score with (:func:`kdcore.models.ood.synthetic_ood`, same seed and count) and he
 chosen on (below), and MRI slices turned by 90 degrees on their own. The thresholds are the models' stored ones (98th
 percentile of validation).
 
-    python -m bench.calibration_ood --data DATA [--models teacher,student] [--out bench/results/calibration_ood]
+    python -m bench.calibration_ood --data DATA [--models teacher,student,student-tiny] \
+        [--out bench/results/calibration_ood]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 
 import matplotlib
 import numpy as np
@@ -162,14 +164,15 @@ def report_lines(results: dict[str, dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="the reference dataset (one sub-folder per class)")
-    p.add_argument("--models", default="teacher,student")
+    p.add_argument("--models", default="teacher,student,student-tiny")
     p.add_argument("--held-out", type=int, default=100, help="images per held-out kind (photo: always 6)")
     p.add_argument("--out", default="bench/results/calibration_ood")
     a = p.parse_args(argv)
     results = {name: measure(name, a.data, a.held_out) for name in a.models.split(",")}
     result = {"command": command("bench.calibration_ood", argv), "models": results}
-    note = ("  \nMachine: 2 CPU cores. Validation = the split each model was trained with; it still holds mirrored "
-            "near-copies of training slices, so validation figures may be optimistic.")
+    splits = sorted({str(r["split"]).split(":")[0] for r in results.values()})
+    note = (f"  \nMachine: {os.cpu_count()} CPU cores. Validation = the validation side of the split each model was "
+            f"trained with ({', '.join(splits)}); the v2 split has no copy of a training slice on that side.")
     write(a.out, result, "Calibration and out-of-distribution check", report_lines(results), note)
 
 

@@ -362,6 +362,7 @@ def _export(run: _Run, folder: str, scores: dict) -> None:
         "train_images": len(data.train), "val_images": len(data.val),
         "split": Path(data.split_path).name, "train_time_s": round(sum(h["epoch_time_s"] for h in run.history), 1),
         **{k: v for k, v in run.run_config.items() if k in ("objective", "teacher", "loss", "autocast")},
+        **({"arch_variant": run.arch} if run.arch != run.validated.pretrained_cfg.get("architecture") else {}),
         **run.objective.extra_summary(),
     }
     save_model(run.validated, run.run_dir / folder, ModelInfo(run.arch, data.class_names, run.spec, summary))

@@ -173,6 +173,24 @@ def summarise(records: list[dict]) -> dict:
     return out
 
 
+def boxed_batch(items: list[BoxedImage], size: int) -> tuple[list, list[np.ndarray], list[np.ndarray],
+                                                             list[np.ndarray]]:
+    """Per image: the opened upload, its uint8 ``(S, S)`` input pixels, and its box and +15% box as boolean input
+    masks ``(S, S)`` (``S = size``); an unreadable image is a :class:`KDCoreError`."""
+    images, pixels, masks, tols = [], [], [], []
+    for item in items:
+        try:
+            img = open_image(item.path)
+            grey = to_grey_array(img)
+        except ImageDecodeError as e:
+            raise KDCoreError(str(e)) from None
+        images.append(img)
+        pixels.append(square_resize(grey, size))
+        masks.append(input_mask(item, *grey.shape, size))
+        tols.append(input_mask(item, *grey.shape, size, TOLERANCE))
+    return images, pixels, masks, tols
+
+
 def localise(model: nn.Module, info: ModelInfo, folder: str | Path, method: str = "lrp", target: str = "predicted",
              settings: dict | None = None, max_images: int | None = None, out_dir: str | Path | None = None,
              batch: int = 32) -> dict:
@@ -193,17 +211,7 @@ def localise(model: nn.Module, info: ModelInfo, folder: str | Path, method: str 
     records: list[dict] = []
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
-        images, pixels, masks, tols = [], [], [], []
-        for item in chunk:
-            try:
-                img = open_image(item.path)
-                grey = to_grey_array(img)
-            except ImageDecodeError as e:
-                raise KDCoreError(str(e)) from None
-            images.append(img)
-            pixels.append(square_resize(grey, size))
-            masks.append(input_mask(item, *grey.shape, size))
-            tols.append(input_mask(item, *grey.shape, size, TOLERANCE))
+        images, pixels, masks, tols = boxed_batch(chunk, size)
         x = to_input(torch.tensor(np.stack(pixels)), info.spec)
         labels = torch.tensor([item.label for item in chunk])
         controls = [control_mask(p, m) for p, m in zip(pixels, masks)]

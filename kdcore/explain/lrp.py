@@ -146,13 +146,14 @@ def lrp_composite(name: str = DEFAULT_COMPOSITE) -> Composite:
 
 
 def lrp_map(model: nn.Module, x: torch.Tensor, target: Target = None,
-            composite: str = DEFAULT_COMPOSITE) -> torch.Tensor:
+            composite: str | Composite = DEFAULT_COMPOSITE) -> torch.Tensor:
     """Signed LRP relevance ``(B, H, W)`` for input ``(B, C, H, W)``, summed over channels.
 
-    ``composite`` names the rules (:data:`COMPOSITES`). The model is used in eval mode (BatchNorm folding needs
-    running statistics) and is left as it was found: mode, hooks and weights.
+    ``composite`` names the rules (:data:`COMPOSITES`) or is a zennit composite (e.g. one under study). The model
+    is used in eval mode (BatchNorm folding needs running statistics) and is left as it was found: mode, hooks and
+    weights.
     """
-    rules = lrp_composite(composite)
+    rules = lrp_composite(composite) if isinstance(composite, str) else composite
     with evaluating(model), torch.enable_grad(), rules.context(model) as canonized:
         x = x.detach().requires_grad_(True)
         logits = canonized(x)

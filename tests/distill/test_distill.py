@@ -1,5 +1,6 @@
 """The distiller objective, the teacher cache, run configs, resume and the ``distill`` CLI on tiny data."""
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -198,9 +199,11 @@ def test_resume_after_stop_matches_uninterrupted_run(tiny_model_dir, tiny_data, 
 
 
 def test_student_alone_and_per_step_teacher(tiny_model_dir, tiny_data, split, tmp_path):
-    alone = run_to_end(run(_cfg(tiny_model_dir, {"ce": 1}, epochs=1), str(tiny_data), tmp_path / "a", split=split))
+    cfg = dataclasses.replace(_cfg(tiny_model_dir, {"ce": 1}, epochs=1), student="resnet10t_w8")
+    alone = run_to_end(run(cfg, str(tiny_data), tmp_path / "a", split=split))
     _, info = load_model(alone["best_dir"])
     assert info.summary["objective"] == "supervised (student alone)"
+    assert (info.arch, info.summary["arch_variant"]) == ("resnet10t", "resnet10t_w8")  # the width variant is kept
     per_step = _cfg(tiny_model_dir, {"ce": 1, "kd": 1, "sem": 1}, epochs=1, sem_map="gradcam", teacher_cache=False)
     final = run_to_end(run(per_step, str(tiny_data), tmp_path / "p", split=split))
     assert final["event"] == "done" and set(final["history"][0]) >= {"train_kd", "train_sem"}

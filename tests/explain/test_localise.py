@@ -10,7 +10,7 @@ from PIL import Image
 from kdcore.cli import main
 from kdcore.data.imageio import square_resize
 from kdcore.errors import KDCoreError
-from kdcore.explain import METHODS, Frame, explain, explain_image, lattice_factor
+from kdcore.explain import METHODS, Frame, explain, explain_image, lattice_factor, lrp_map
 from kdcore.explain.gradcam import LAYERS, upsample_cam
 from kdcore.explain.localise import bootstrap, box_mask, find_boxed_images, image_scores, localise, peak
 from kdcore.models import load_model
@@ -180,3 +180,33 @@ def test_box_text_is_checked_and_drawn():
     out = draw_box(np.zeros((100, 200, 3), np.uint8), (0.5, 0.5, 0.5, 0.2))
     assert tuple(out[50, 50]) == BOX_COLOUR and tuple(out[40, 100]) == BOX_COLOUR  # left edge x 50, top edge y 40
     assert out[50, 100].sum() == 0 and out[50, 30].sum() == 0  # inside and outside untouched
+
+
+def test_lattice_sources_bench_isolates_each_kind_of_strided_layer(tiny_model_dir, tmp_path):
+    from bench.lrp_lattice_sources import main as sources
+    from bench.lrp_lattice_sources import variants
+
+    model, info = load_model(tiny_model_dir)
+    for m in model.modules():  # timm zero-initialises each block's last BatchNorm: give the residual branches weight
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+    x = torch.randn(2, 1, info.spec.size, info.spec.size)
+    maps = {name: explain(model, x, 0, "lrp", composite=c) for name, c in
+            (("none (the default)", "epsilon-plus-flat"), ("all (epsilon-plus-flat-destrided)",
+                                                           "epsilon-plus-flat-destrided"))}
+    made = {name: make() for name, make in variants().items()}
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+
+    for name, expected in maps.items():  # the two ends are the registered composites, rule for rule
+        assert same(lrp_map(model, x, 0, made[name]), expected)
+    # test_resnet downsamples its shortcuts by average pooling: no strided 1x1 convolution to destride; its strided
+    # 3x3 convolutions are
+    assert same(lrp_map(model, x, 0, made["shortcuts (1x1)"]), maps["none (the default)"])
+    assert not same(lrp_map(model, x, 0, made["block convolutions (3x3 and larger)"]), maps["none (the default)"])
+    out = tmp_path / "sources"
+    assert sources(["--models", str(tiny_model_dir), "--boxes", str(boxed_folder(tmp_path / "boxes")), "--n", "4",
+                    "--out", str(out)]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert list(res["models"][0]["variants"]) == list(variants()) and res["models"][0]["n"] == 4
+    assert "shortcuts (1x1)" in out.with_suffix(".md").read_text()
