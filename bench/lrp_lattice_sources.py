@@ -32,7 +32,13 @@ from kdcore.data.augment import to_input
 from kdcore.explain import lattice_factor, lrp_map
 from kdcore.explain.canonizers import timm_canonizers
 from kdcore.explain.localise import boxed_batch, find_boxed_images, image_scores, summarise
-from kdcore.explain.lrp import DestridedFlat, DestridedZPlus, NonNegativeZPlus, epsilon_plus_flat_destrided
+from kdcore.explain.lrp import (
+    DestridedFlat,
+    DestridedZPlus,
+    NonNegativeZPlus,
+    epsilon_plus_flat,
+    epsilon_plus_flat_destrided,
+)
 from kdcore.models import load_model
 
 
@@ -64,7 +70,7 @@ def variants() -> dict[str, Callable[[], Composite]]:
         return EpsilonPlusFlat(layer_map=[(Convolution, SelectiveDestridedZPlus(chosen))],
                                first_map=[(Linear, DestridedFlat() if stem else Flat())], canonizers=canon())
 
-    return {"none (the default)": lambda: blocks(lambda m: False),
+    return {"none (the default)": epsilon_plus_flat,
             "shortcuts (1x1)": lambda: blocks(_one_by_one),
             "block convolutions (3x3 and larger)": lambda: blocks(lambda m: not _one_by_one(m)),
             "stem": lambda: blocks(lambda m: False, stem=True),

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from bench.report import RESULTS, command, md_table, write
 from kdcore.data.pack import load_train_data
+from kdcore.engine.calibrate import training_split
 from kdcore.engine.evaluate import evaluate
 from kdcore.models import WEIGHTS, ModelInfo, load_model, resolve_model_path, save_model
 from kdcore.models.profile import latency_ms
 from kdcore.models.runtime import onnx_runner
-from kdcore.paths import bundled
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def trained_split(info: ModelInfo, default: str | Path) -> Path:
     """The bundled split file named by the model's summary (the split it was trained with), else ``default``."""
-    name = info.summary.get("split")
-    return bundled("splits", name) if name and bundled("splits", name).is_file() else Path(default)
+    return training_split(info) or Path(default)
 
 
 def write_card(ref: str, model, info: ModelInfo, row: dict, measured_by: str) -> None:

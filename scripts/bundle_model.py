@@ -29,13 +29,13 @@ from kdcore.models.predict import predict_logits
 from kdcore.paths import bundled
 
 
-def fp16_agreement(model: torch.nn.Module, info: ModelInfo, data: str) -> tuple[int, int]:
-    """(validation images whose predicted class is the same in fp16 and fp32, validation images)."""
+def fp16_predictions(model: torch.nn.Module, info: ModelInfo, data: str) -> tuple[torch.Tensor, ...]:
+    """Predicted classes ``(N,)`` on the validation side of the model's own split (else ``data``'s default split)
+    with the fp32 weights and with the weights rounded as fp16 stores them, and the labels ``(N,)``, on the CPU."""
     d = load_train_data(data, info.spec.size, training_split(info))
-    full = predict_logits(model, d.val.pixels, info.spec).argmax(1)
-    rounded = copy.deepcopy(model).half().float()  # the weights as fp16 stores them
-    half = predict_logits(rounded, d.val.pixels, info.spec).argmax(1)
-    return int((full == half).sum()), len(full)
+    full = predict_logits(model, d.val.pixels, info.spec).argmax(1).cpu()
+    rounded = copy.deepcopy(model).half().float()
+    return full, predict_logits(rounded, d.val.pixels, info.spec).argmax(1).cpu(), d.val.labels
 
 
 def bundle(src: str | Path, dst: Path, half: bool = False, data: str = "", notes: dict | None = None) -> Path:
@@ -46,8 +46,9 @@ def bundle(src: str | Path, dst: Path, half: bool = False, data: str = "", notes
         raise KDCoreError(f"{src}: not calibrated (run kdcore calibrate --model {src} first)")
     notes = dict(notes or {})
     if half:
-        same, n = fp16_agreement(model, info, data)
-        notes["weights"] = f"fp16: the same {same}/{n} validation predictions as the fp32 weights"
+        full, rounded, _ = fp16_predictions(model, info, data)
+        same = int((full == rounded).sum())
+        notes["weights"] = f"fp16: the same {same}/{len(full)} validation predictions as the fp32 weights"
     if dst.resolve() != Path(src).resolve():  # a bundled model may also be re-saved in place, with new notes
         shutil.rmtree(dst, ignore_errors=True)
     return save_model(model, dst, ModelInfo(info.arch, info.class_names, info.spec, info.summary | notes, info.path,

@@ -222,10 +222,9 @@ def cost(config: str) -> int:
 def select_teacher(runs: Path, names: list[str], pack: Path) -> dict:
     """Ship the best teacher run's model in fp16 as the bundled teacher (its predictions checked against fp32)."""
 
-    from kdcore.data.pack import load_train_data
     from kdcore.engine.dist import default_device
     from kdcore.models import load_model, save_model
-    from kdcore.models.predict import predict_logits
+    from scripts.bundle_model import fp16_predictions
 
     scores = {}
     for n in names:
@@ -233,17 +232,13 @@ def select_teacher(runs: Path, names: list[str], pack: Path) -> dict:
         if cfg.is_file():
             scores[n] = json.loads(cfg.read_text())["kdcore"]["summary"]["val_metrics"]["accuracy"]
     best = max(scores, key=scores.get)
-    dev = default_device()
-    model, info = load_model(runs / best / "best", dev)
-    data = load_train_data(str(pack), info.spec.size)
-    pred32 = predict_logits(model, data.val.pixels, info.spec).argmax(1).cpu()
+    model, info = load_model(runs / best / "best", default_device())
+    pred32, pred16, labels = fp16_predictions(model, info, str(pack))
     dst = bundled_model("teacher")
     shutil.rmtree(dst, ignore_errors=True)
     save_model(model.cpu(), dst, info, half=True)
-    teacher, tinfo = load_model("teacher", dev)
-    pred16 = predict_logits(teacher, data.val.pixels, tinfo.spec).argmax(1).cpu()
     return {"scores": scores, "chosen": best, "fp16_same_predictions": int((pred32 == pred16).sum()),
-            "val_images": len(pred32), "fp16_accuracy": float((pred16 == data.val.labels).float().mean())}
+            "val_images": len(pred32), "fp16_accuracy": float((pred16 == labels).float().mean())}
 
 
 def build_teacher_caches(pack: Path, cache_dir: Path, teacher_name: str = "teacher") -> dict:
