@@ -14,6 +14,7 @@ REPORTS = {
         "distill_ablation_w8_128",
     "Distillation on the v2 split at 128 px, the shipped student's architecture: KD, 60 epochs, 5 seeds":
         "distill_ablation_w20_128",
+    "The <= 1% student (student-tiny): recipes tried, one run each": "tiny_student",
     "Distillation on the v2 split, CPU scale: verdicts on the <= 1% student": "distill_ablation_cpu",
     "Distillation: the thesis's claims, verdicts and ablation (first split)": "distill_ablation",
     "The Distill tab's short preset: KD against the student alone": "short_preset_bf16",
@@ -22,6 +23,7 @@ REPORTS = {
     "Reproduction of both bundled models on a 2-core CPU (preset cpu)": "reproduce_cpu",
     "The bundled models: accuracy, size and CPU latency": "models",
     "Explanations: tumour localisation, faithfulness, lattice": "explain",
+    "Explanations of student-tiny beside the teacher's": "explain_tiny",
     "Explanations: the best pointing game a coarse Grad-CAM grid allows": "gradcam_ceiling",
     "Explanations: which strided layers draw the LRP stride lattice": "lrp_lattice_sources",
     "Student selection: training-free proxies against distilled accuracy": "rank_validate_v2",

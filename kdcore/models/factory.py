@@ -15,6 +15,7 @@ from kdcore.errors import KDCoreError
 #: records timm's architecture and these arguments in ``config.json`` (``model_args``), so timm rebuilds it.
 VARIANTS: dict[str, tuple[str, dict]] = {
     "resnet10t_w8": ("resnet10t", {"channels": (8, 16, 32, 64), "stem_width": 8}),  # 0.08M
+    "resnet10t_w12c64": ("resnet10t", {"channels": (12, 24, 40, 64), "stem_width": 12}),  # 0.10M, wider early stages
     "resnet10t_w12": ("resnet10t", {"channels": (12, 24, 48, 96), "stem_width": 12}),  # 0.18M
     "resnet10t_w16": ("resnet10t", {"channels": (16, 32, 64, 128), "stem_width": 16}),  # 0.32M
     "resnet10t_w20": ("resnet10t", {"channels": (20, 40, 80, 160), "stem_width": 16}),  # 0.49M
@@ -22,7 +23,6 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "resnet10t_w32": ("resnet10t", {"channels": (32, 64, 128, 256), "stem_width": 16}),  # 1.23M
     "resnet10t_w48": ("resnet10t", {"channels": (48, 96, 192, 384), "stem_width": 16}),  # 2.76M
 }
-
 
 
 def create_model(arch: str, num_classes: int, spec: InputSpec, **kwargs) -> nn.Module:

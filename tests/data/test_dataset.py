@@ -27,6 +27,28 @@ def test_cache_is_reused_and_keyed_by_size(tiny_data, monkeypatch):
     assert decode_cached(rec, 16).pixels.shape == (48, 16, 16)
 
 
+def test_two_writers_of_one_cache_entry_both_succeed(tiny_data, monkeypatch):
+    """Two runs that decode the same set at once (two processes) must not take each other's temporary file."""
+    import itertools
+
+    import kdcore.data.dataset as ds
+
+    rec, pids, real_save = load_records(tiny_data), itertools.count(100), np.save
+    monkeypatch.setattr(ds.os, "getpid", lambda: next(pids))
+    inner: list = []
+
+    def save_then_let_the_other_writer_finish(path, arr):
+        real_save(path, arr)
+        if not inner:
+            inner.append(None)
+            inner[0] = decode_cached(rec, 24)  # the other process writes and renames in between
+
+    monkeypatch.setattr(ds.np, "save", save_then_let_the_other_writer_finish)
+    outer = decode_cached(rec, 24)
+    assert np.array_equal(outer.pixels, inner[0].pixels) and outer.pixels.shape == (48, 24, 24)
+    assert not list(ds.cache_dir().glob("*.tmp*"))
+
+
 def test_corrupt_files_are_skipped_and_counted(tmp_path):
     root = make_dataset(tmp_path / "d", per_class=3)
     (root / "glioma" / "notes.jpg").write_text("not an image")

@@ -291,3 +291,27 @@ def test_short_preset_bench_pairs_final_epochs_at_equal_epochs_and_wall_clock(ti
     assert res2["runs"]["kd/0"]["config"]["teacher"] == str(other)
     assert "teacher" not in res2["runs"]["alone/1"]["config"]
     assert not (tmp_path / "runs2" / "alone").exists() and (tmp_path / "runs2" / "kd" / "seed1").is_dir()
+
+
+def test_tiny_student_bench_runs_each_recipe_once_and_reads_it_back(tiny_model_dir, tiny_data, split, tmp_path):
+    from bench import tiny_student
+
+    base = tmp_path / "student.json"
+    base.write_text(json.dumps(_cfg(tiny_model_dir, loss={"ce": 1.0, "kd": 1.0}).to_dict()))
+    out, runs = tmp_path / "tiny", tmp_path / "runs"
+    argv = ["--config", str(base), "--data", str(tiny_data), "--split", str(split), "--runs", str(runs),
+            "--recipes", "tiny-w8-192-ema,tiny-w12c64-192-ema-s2", "--out", str(out),
+            "--override", json.dumps({"size": 32, "train": {"epochs": 2, "batch_size": 8}})]
+    assert tiny_student.main(argv) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    ema, s2 = res["runs"]["tiny-w8-192-ema"], res["runs"]["tiny-w12c64-192-ema-s2"]
+    saved = json.loads((runs / "tiny-w12c64-192-ema-s2" / "config.json").read_text())
+    assert (saved["student"], saved["size"], saved["train"]["ema"], saved["train"]["seed"]) == (
+        "resnet10t_w12c64", 32, 0.998, 2)  # the recipe, then the override over it
+    assert ema["params"] == 79_798 and s2["params"] > ema["params"] and s2["mflops"] > ema["mflops"]
+    assert ema["accuracy"] == pytest.approx(ema["curve"][-1]) and ema["best_accuracy"] == max(ema["curve"])
+    log = (runs / "tiny-w8-192-ema" / "metrics.jsonl").read_text()
+    assert tiny_student.main(argv) == 0  # finished runs are read back, not trained again
+    assert (runs / "tiny-w8-192-ema" / "metrics.jsonl").read_text() == log
+    assert json.loads(out.with_suffix(".json").read_text())["runs"]["tiny-w8-192-ema"]["accuracy"] == ema["accuracy"]
+    assert "final epoch" in out.with_suffix(".md").read_text()

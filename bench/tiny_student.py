@@ -1,0 +1,95 @@
+"""The <= 1% student: the recipes tried for ``student-tiny``, one run each, scored at their final epoch.
+
+Each recipe is ``kdcore distill --config CONFIG`` (the reproduction's student config: ``ce + kd`` at T = 4 from the
+cached teacher logits, 120 epochs, batch 64, lr 3e-3, the MRI augmentation) with the student, input size, weight
+average (``--ema``) and seed of :data:`RECIPES`, so every recipe has the same teacher, epochs and augmentation.
+Scores: the final epoch's validation accuracy and macro-F1 (primary), the mean of the last 5 epochs, and the best
+epoch (chosen on the same validation images, so optimistic). One run per recipe: a difference under about 0.5
+points is within the seed-to-seed spread of this student (0.004-0.005 over 5 seeds at 128 px). A finished run in
+``RUNS/NAME`` is read, not retrained; an interrupted one resumes. Writes ``bench/results/tiny_student.json`` / ``.md``.
+
+    python -m bench.tiny_student --config runs/repro-cpu-full/configs/student.json --runs runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+from bench.report import RESULTS, command, md_table, write
+from bench.short_preset import LAST_K, run_variant
+from kdcore.data.imageio import InputSpec
+from kdcore.data.pack import load_train_data
+from kdcore.distill import make_config
+from kdcore.models import count_params, create_model, load_model
+from kdcore.models.profile import count_flops
+
+
+class Recipe(NamedTuple):
+    student: str
+    size: int
+    ema: float
+    seed: int
+
+
+#: run name -> what it changes in the reproduction's student config
+RECIPES: dict[str, Recipe] = {
+    "tiny-w8-128": Recipe("resnet10t_w8", 128, 0.0, 1),
+    "tiny-w8-192": Recipe("resnet10t_w8", 192, 0.0, 1),
+    "tiny-w8-192-ema": Recipe("resnet10t_w8", 192, 0.998, 1),
+    "tiny-w8-256-ema": Recipe("resnet10t_w8", 256, 0.998, 1),
+    "tiny-w12c64-192-ema": Recipe("resnet10t_w12c64", 192, 0.998, 1),
+    "tiny-w12c64-192-ema-s2": Recipe("resnet10t_w12c64", 192, 0.998, 2),
+}
+
+
+def recipe_overrides(r: Recipe) -> dict:
+    return {"student": r.student, "size": r.size, "train": {"ema": r.ema, "seed": r.seed}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="the reproduction's student config (RUNS/configs/student.json)")
+    p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
+    p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
+    p.add_argument("--runs", default="runs", help="each recipe's run is RUNS/NAME")
+    p.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names of RECIPES")
+    p.add_argument("--override", default="{}", help='JSON merged over every recipe, e.g. \'{"train": {"epochs": 1}}\'')
+    p.add_argument("--out", default=str(RESULTS / "tiny_student"))
+    a = p.parse_args(argv)
+    res: dict = {"command": command("bench.tiny_student", argv), "runs": {}}
+    rows = []
+    for name in a.recipes.split(","):
+        r = RECIPES[name]
+        over = recipe_overrides(r)
+        for key, value in json.loads(a.override).items():  # the config's two levels: {"size": ..., "train": {...}}
+            over[key] = over.get(key, {}) | value if isinstance(value, dict) else value
+        cfg = make_config(None, a.config, over)
+        data = load_train_data(a.data, cfg.size, a.split)
+        out = run_variant(cfg, a.data, Path(a.runs) / name, a.split, data.val)
+        saved = json.loads((Path(a.runs) / name / "config.json").read_text())
+        if (saved["train"]["ema"], saved["train"]["seed"]) != (cfg.train.ema, cfg.train.seed):
+            raise SystemExit(f"{a.runs}/{name} was trained with another EMA or seed than the recipe {name}")
+        spec = InputSpec(cfg.size)
+        model = create_model(cfg.student, len(data.class_names), spec)
+        params, mflops = count_params(model), count_flops(model, spec) / 1e6
+        teacher_params = count_params(load_model(cfg.teacher)[0])
+        res["runs"][name] = {"recipe": r._asdict(), "params": params, "mflops": mflops,
+                             **{k: v for k, v in out.items() if k != "pred"}}
+        rows.append([f"`{name}`", r.student, f"{params:,}", f"{params / teacher_params:.2%}", r.size,
+                     f"{mflops:.0f}", r.ema or "off", r.seed, f"**{out['accuracy']:.4f}**", f"{out['macro_f1']:.4f}",
+                     f"{out[f'last{LAST_K}_accuracy']:.4f}",
+                     f"{out['best_accuracy']:.4f} (epoch {out['best_epoch'] + 1})", f"{out['train_time_s'] / 60:.0f}"])
+    body = [f"Validation accuracy on the held-out side of the split ({len(data.val.labels):,} images); one run per "
+            "recipe; train time on the machine that ran it, with other runs sharing it.", "",
+            *md_table(["run", "student", "params", "of the teacher", "px", "MFLOPs", "EMA", "seed",
+                       "final epoch", "macro-F1", f"mean of last {LAST_K} epochs",
+                       "best epoch (chosen on validation)", "train min"], rows)]
+    write(a.out, res, "The <= 1% student: recipes tried (ce + kd from the bundled teacher, same epochs)", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
