@@ -22,7 +22,7 @@ from bench.report import RESULTS, command, md_table, write
 from bench.short_preset import LAST_K, run_variant
 from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import load_train_data
-from kdcore.distill import make_config
+from kdcore.distill import make_config, merge_config
 from kdcore.models import count_params, create_model, load_model
 from kdcore.models.profile import count_flops
 
@@ -60,13 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS / "tiny_student"))
     a = p.parse_args(argv)
     res: dict = {"command": command("bench.tiny_student", argv), "runs": {}}
+    teacher_params = count_params(load_model(make_config(None, a.config).teacher)[0])
     rows = []
     for name in a.recipes.split(","):
         r = RECIPES[name]
-        over = recipe_overrides(r)
-        for key, value in json.loads(a.override).items():  # the config's two levels: {"size": ..., "train": {...}}
-            over[key] = over.get(key, {}) | value if isinstance(value, dict) else value
-        cfg = make_config(None, a.config, over)
+        cfg = make_config(None, a.config, merge_config(recipe_overrides(r), json.loads(a.override)))
         data = load_train_data(a.data, cfg.size, a.split)
         out = run_variant(cfg, a.data, Path(a.runs) / name, a.split, data.val)
         saved = json.loads((Path(a.runs) / name / "config.json").read_text())
@@ -75,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         spec = InputSpec(cfg.size)
         model = create_model(cfg.student, len(data.class_names), spec)
         params, mflops = count_params(model), count_flops(model, spec) / 1e6
-        teacher_params = count_params(load_model(cfg.teacher)[0])
         res["runs"][name] = {"recipe": r._asdict(), "params": params, "mflops": mflops,
                              **{k: v for k, v in out.items() if k != "pred"}}
         rows.append([f"`{name}`", r.student, f"{params:,}", f"{params / teacher_params:.2%}", r.size,

@@ -13,6 +13,7 @@ from kdcore.distill.config import (
     RunConfig,
     config_from_options,
     make_config,
+    merge_config,
     parse_loss,
 )
 from kdcore.distill.distiller import Distiller
@@ -20,4 +21,4 @@ from kdcore.distill.job import run
 from kdcore.distill.losses import LOSSES, register_loss
 
 __all__ = ["FEAT_DISTANCES", "LOSSES", "PRESETS", "SEM_MAPS", "DistillConfig", "Distiller", "RunConfig",
-           "config_from_options", "make_config", "parse_loss", "register_loss", "run"]
+           "config_from_options", "make_config", "merge_config", "parse_loss", "register_loss", "run"]

@@ -168,11 +168,12 @@ class RunConfig:
         )
 
 
-def _merge(base: dict, over: dict) -> dict:
-    """Recursive dict update; the ``loss`` dict is replaced as a whole (a term left out is off)."""
+def merge_config(base: dict, over: dict) -> dict:
+    """``over`` merged into the config dict ``base``, recursively; the ``loss`` dict is replaced as a whole (a term
+    left out is off)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "loss" else v
+        out[k] = merge_config(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "loss" else v
     return out
 
 
@@ -182,13 +183,13 @@ def make_config(preset: str | None = None, file: str | Path | None = None, overr
     if preset is not None:
         if preset not in PRESETS:
             raise KDCoreError(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
-        d = _merge(d, PRESETS[preset])
+        d = merge_config(d, PRESETS[preset])
     if file is not None:
         try:
-            d = _merge(d, json.loads(Path(file).read_text()))
+            d = merge_config(d, json.loads(Path(file).read_text()))
         except (OSError, ValueError) as e:
             raise KDCoreError(f"{file}: unreadable config ({e})") from None
-    return RunConfig.from_dict(_merge(d, overrides or {}))
+    return RunConfig.from_dict(merge_config(d, overrides or {}))
 
 
 def config_from_options(preset: str | None = None, file: str | Path | None = None, **options) -> RunConfig:
