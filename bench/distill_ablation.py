@@ -17,8 +17,9 @@ with its 95% t-interval and the exact sign-flip p-value (the primary figures), a
 (seeds and images resampled, secondary); with ``--throughput-steps`` every configuration's images/s here.
 
 Defaults are the GPU budget (128 px, 20 epochs, batch 128, 5 seeds, three students); on the CPU cut them, e.g.
-``--students resnet10t_w8 --size 64 --max-images 2048 --batch-size 64 --parallel 2`` (69 min on 2 cores), see
-``docs/distill.md``. ``--report`` tabulates the finished cells without running any
+``--students resnet10t_w8 --size 64 --max-images 2048 --batch-size 64 --parallel 2`` (69 min on 2 cores), and
+add ``--views 4`` (each image one of 4 fixed views, the teacher's logits, features and maps of every view cached) to
+run the ``feat`` and ``sem`` cells without a teacher pass per step; see ``docs/distill.md``. ``--report`` tabulates the finished cells without running any
 (a cell whose run folder is gone is read from the table written before: ``runs/`` is not committed; so are the
 validation labels, so the committed JSON alone makes the report, without the data).
 """
@@ -67,6 +68,7 @@ PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("5b-diswot+lrp", "3-dis
          ("4-thesis@perstep", "4-thesis"), ("4-thesis@perstep", "2-kd"),  # and with per-step teacher maps
          ("6-dkd", "2-kd"), ("6-dkd", "1-alone"), ("7-dist", "2-kd"), ("7-dist", "1-alone"))  # beyond plain KD
 METRICS = ("accuracy", "macro_f1")
+VIEWS_TITLE = ", each image one of {} fixed augmented views, the teacher's outputs on every view cached"
 AMP_TITLES = {None: "", "bf16": ", bf16 autocast", "auto": ", bf16 autocast where the CPU or GPU has it natively"}
 #: The thesis's claims, each with the comparison A - B that tests it (a positive difference supports it)
 CLAIMS = (("KD helps the student over training it alone", "2-kd", "1-alone"),
@@ -116,7 +118,7 @@ def cell_config(a: argparse.Namespace, student: str, config: str, seed: int, epo
     return RunConfig(
         teacher=a.teacher, student=student, size=a.size,
         train=TrainConfig(epochs=epochs, batch_size=a.batch_size, lr=a.lr, seed=seed, max_images=max_images,
-                          amp=a.amp),
+                          amp=a.amp, views=a.views),
         distill=DistillConfig(**spec),
     )
 
@@ -171,7 +173,8 @@ def cell_dir(a: argparse.Namespace, student: str, config: str, seed: int) -> Pat
 def cell_settings(a: argparse.Namespace) -> dict:
     """What every cell of one table must share (``amp`` only where set, so float32 tables keep their settings)."""
     return {k: getattr(a, k) for k in ("size", "epochs", "max_images", "batch_size", "lr", "temperature")} | {
-        "teacher_cache": not a.no_teacher_cache} | ({"amp": a.amp} if a.amp else {})
+        "teacher_cache": not a.no_teacher_cache} | ({"amp": a.amp} if a.amp else {}) | (
+        {"views": a.views} if a.views else {})
 
 
 def timed_epoch(a: argparse.Namespace, student: str, config: str, steps: int) -> Iterator[tuple[float, dict]]:
@@ -252,7 +255,7 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
     scored = "final epoch" if final else "best epoch, chosen on validation"
     title = (f"Distillation ablation ({s['size']} px, {s['epochs']} epochs, {s['max_images'] or 'all'} images/epoch, "
              f"seeds {s['seeds']}, teacher cache {'on' if s.get('teacher_cache', True) else 'off'}"
-             f"{AMP_TITLES[s.get('amp')]})")
+             f"{AMP_TITLES[s.get('amp')]}{VIEWS_TITLE.format(s['views']) if s.get('views') else ''})")
     summary, rows = {}, []
     for student in s["students"]:
         summary[student] = {}
@@ -349,6 +352,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--no-teacher-cache", action="store_true", help="teacher logits and maps at every step")
+    p.add_argument("--views", type=int, default=0,
+                   help="each image one of N fixed augmentations, with the teacher's logits, features and maps of "
+                        "every view cached (no teacher pass per step); 0 = fresh augmentations (default)")
     p.add_argument("--amp", choices=("bf16", "auto"), default=None,
                    help="bf16 autocast ('auto': where the hardware computes it natively); default float32")
     p.add_argument("--runs", default="runs/ablation", help="folder of the cells' run folders")
@@ -369,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"students": students, "configs": configs, "seeds": seeds, "size": a.size, "epochs": a.epochs,
                 "max_images": a.max_images, "batch_size": a.batch_size, "lr": a.lr, "temperature": a.temperature,
                 "teacher_cache": not a.no_teacher_cache,
-                "teacher": a.teacher, "data": a.data} | ({"amp": a.amp} if a.amp else {})
+                "teacher": a.teacher, "data": a.data} | ({"amp": a.amp} if a.amp else {}) | (
+        {"views": a.views} if a.views else {})
     json_path = Path(a.out).with_suffix(".json")
     res: dict = {"cells": {}}
     # cells whose run folder is gone (runs/ is not committed) are taken from the table written before

@@ -23,11 +23,10 @@ import torch.nn.functional as F
 
 from bench.distill_ablation import CONFIGS
 from bench.report import RESULTS, command, md_table, relative, write
-from kdcore.data.augment import AugmentConfig, augment_batch, to_input
+from kdcore.data.augment import AugmentConfig, adapt_input, augment_batch, to_input
 from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import load_train_data
 from kdcore.distill import DistillConfig, Distiller
-from kdcore.distill.distiller import adapt_input
 from kdcore.distill.losses import kd_loss
 from kdcore.distill.teacher_cache import TeacherCache, cached_maps, teacher_maps
 from kdcore.models import create_model, load_model

@@ -14,6 +14,8 @@ from pathlib import Path
 from kdcore.errors import KDCoreError
 
 EMA_HELP = "validate and export the student's weight average with this per-step decay, e.g. 0.999; 0 = off (default)"
+VIEWS_HELP = ("show each image as one of N fixed augmentations; a distillation then caches the teacher's outputs "
+              "on every view (no teacher pass per step); 0 = a fresh augmentation each time (default)")
 SPLIT_HELP = "split file (default: the bundled split of the reference dataset, else the user cache)"
 DEVICE_HELP = "cpu or cuda (default: cuda when present)"
 MODEL_HELP = "model folder, teacher / student / student-tiny (the bundled ones), or hf-hub:OWNER/NAME"
@@ -99,6 +101,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
     p.add_argument("--mixup", type=float, default=None, help="mixup Beta(alpha, alpha); 0 = off (default)")
     p.add_argument("--ema", type=float, default=None, help=EMA_HELP)
+    p.add_argument("--views", type=int, default=None, help=VIEWS_HELP)
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--init", default=None, help="start from this model folder's weights (fine-tuning)")
     p.add_argument("--config", default=None,
@@ -152,7 +155,7 @@ def cmd_train_teacher(a: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise KDCoreError(f"{a.config}: unreadable training config ({e})") from None
     cfg = with_overrides(base, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                         max_images=a.max_images, mixup=a.mixup, ema=a.ema)
+                         max_images=a.max_images, mixup=a.mixup, ema=a.ema, views=a.views)
     data = load_train_data(a.data, a.size, a.split)
     if a.init:
         from kdcore.models import load_init
@@ -260,6 +263,7 @@ def _args_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=int, default=None, help="image budget per epoch")
     p.add_argument("--mixup", type=float, default=None, help="mixup Beta(alpha, alpha) (needs --no-teacher-cache)")
     p.add_argument("--ema", type=float, default=None, help=EMA_HELP)
+    p.add_argument("--views", type=int, default=None, help=VIEWS_HELP)
     p.add_argument("--init", default=None, help="start the student from this model folder's weights")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--split", default=None, help=SPLIT_HELP)
@@ -273,8 +277,8 @@ def cmd_distill(a: argparse.Namespace) -> int:
     cfg = config_from_options(
         a.preset, a.config, teacher=a.teacher, student=a.student, size=a.size, init=a.init,
         epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, max_images=a.max_images, seed=a.seed, mixup=a.mixup,
-        ema=a.ema, loss=parse_loss(a.loss) if a.loss else None, feat_distance=a.feat_distance, sem_map=a.sem_map,
-        temperature=a.temperature, teacher_cache=False if a.no_teacher_cache else None,
+        ema=a.ema, views=a.views, loss=parse_loss(a.loss) if a.loss else None, feat_distance=a.feat_distance,
+        sem_map=a.sem_map, temperature=a.temperature, teacher_cache=False if a.no_teacher_cache else None,
     )
     print(f"distil {cfg.teacher} -> {cfg.student} at {cfg.size} px: {cfg.distill.describe()}", flush=True)
 

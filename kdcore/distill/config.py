@@ -101,7 +101,8 @@ class DistillConfig:
     feat_distance: str = "cosine"  # one of FEAT_DISTANCES
     sem_map: str = "lrp"  # one of SEM_MAPS
     sem_rules: dict[str, str] = field(default_factory=dict)  # sem_map and the rule of each side's map
-    teacher_cache: bool = True  # logits and maps of the un-augmented images, computed once (maps warped per batch)
+    teacher_cache: bool = True  # teacher outputs computed once: of the un-augmented images (maps warped per batch),
+    # or with TrainConfig.views of every fixed view (logits, maps and features, exact)
     map_size: int = 32  # resolution of the cached teacher maps
 
     def __post_init__(self) -> None:

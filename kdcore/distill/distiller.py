@@ -5,16 +5,16 @@
 eval mode without gradients; only the student (and what a term's setup adds, e.g. the ``feat`` projector, trained
 with it and never exported) are optimised. Teacher outputs come from a
 :class:`~kdcore.distill.teacher_cache.TeacherCache` where they can (logits, and maps warped with the batch's
-augmentation) and from a per-step teacher forward where they must (features of the augmented batch).
+augmentation; with fixed views also features, all exact) and from a per-step teacher forward where they must
+(features of a freshly augmented batch).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from kdcore.data.augment import denormalize, normalize
+from kdcore.data.augment import adapt_input
 from kdcore.data.imageio import InputSpec
 from kdcore.distill.config import DistillConfig
 from kdcore.distill.losses import LOSSES, Step
@@ -23,21 +23,10 @@ from kdcore.engine.loop import Objective
 from kdcore.errors import KDCoreError
 
 
-def adapt_input(x: torch.Tensor, src: InputSpec, dst: InputSpec) -> torch.Tensor:
-    """Re-express a model input ``(B, C, S, S)`` made under ``src`` in the convention of ``dst``."""
-    if src == dst:
-        return x
-    x01 = denormalize(x, src)
-    if src.size != dst.size:
-        x01 = F.interpolate(x01, size=(dst.size, dst.size), mode="bilinear", align_corners=False,
-                            antialias=dst.size < src.size)
-    return normalize(x01, dst)
-
-
 class Distiller(Objective):
     """``forward(x (B, C, S, S), y (B,), theta (B, 2, 3) | None, index (B,)) -> (logits (B, K), {term: weighted})``.
 
-    ``index`` are the batch's positions in the training set (rows of ``cache``); ``theta`` its augmentation.
+    ``index`` are the batch's rows of ``cache`` (training images, or their fixed views); ``theta`` its augmentation.
     """
 
     def __init__(
@@ -62,7 +51,8 @@ class Distiller(Objective):
         if "map" in needs and cache is not None and cache.maps is None:
             raise KDCoreError("the teacher cache holds no maps, but the sem term needs them")
         # a teacher forward per step only when something cannot come from the cache
-        self.teacher_forward = "features" in needs or (cache is None and "logits" in needs)
+        self.teacher_forward = ("features" in needs and (cache is None or cache.features is None)) or (
+            cache is None and "logits" in needs)
         for name in self.weights:
             if LOSSES[name].setup is not None:
                 LOSSES[name].setup(self)
@@ -92,9 +82,12 @@ class Distiller(Objective):
         rows = index.cpu() if self.cache is not None else None  # the cache is host memory
         if "logits" in needs and "logits" not in out:
             out["logits"] = self.cache.logits[rows].to(x.device)
+        if "features" in needs and "features" not in out:
+            out["features"] = self.cache.features[rows].to(x.device, torch.float32)
         if "map" in needs:
             if self.cache is not None:
-                out["map"] = cached_maps(self.cache.maps[rows].to(x.device), theta)
+                warp_theta = theta if self.cache.views is None else None  # a view's map is already its own
+                out["map"] = cached_maps(self.cache.maps[rows].to(x.device), warp_theta)
             else:
                 out["map"] = teacher_maps(self.teacher, xt, y, self.cfg.sem_map, self.cfg.map_size)
         return out

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
+from kdcore.data.augment import fixed_views
 from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import TrainData, load_train_data
 from kdcore.distill.config import RunConfig
 from kdcore.distill.distiller import Distiller
-from kdcore.distill.teacher_cache import build_cache
+from kdcore.distill.teacher_cache import Views, build_cache
 from kdcore.engine.checkpoint import has_checkpoint
 from kdcore.engine.dist import dist_env
 from kdcore.engine.loop import Supervised, fit
@@ -62,18 +63,21 @@ def _distiller(
         raise KDCoreError(f"teacher classes {tinfo.class_names} differ from the data's {train_data.class_names}")
     cache = None
     needs = dcfg.teacher_needs
-    if dcfg.teacher_cache and needs & {"logits", "map"}:
+    views = cfg.train.views
+    if dcfg.teacher_cache and needs & ({"logits", "map", "features"} if views else {"logits", "map"}):
         if cfg.train.mixup > 0:
             raise KDCoreError("mixup needs the teacher at every step (--no-teacher-cache): the cache holds the "
                               "teacher's outputs on un-mixed images")
+        method = dcfg.sem_map if "map" in needs else None
         train_t = train_data.train
         if tinfo.spec.size != cfg.size:  # the teacher sees its own resolution
             train_t = load_train_data(data, tinfo.spec.size, train_data.split_path).train
             if not torch.equal(train_t.labels, train_data.train.labels):
                 raise KDCoreError(f"{data}: images decode differently at {tinfo.spec.size} and {cfg.size} px")
-        method = dcfg.sem_map if "map" in needs else None
+        # with views, the teacher's outputs on each view training draws
+        fixed = Views(fixed_views(len(train_t), views), cfg.train.augment) if views else None
         cache = yield from build_cache(teacher, tinfo.spec, train_t.pixels, train_t.labels, method, dcfg.map_size,
-                                       stop=stop)
+                                       stop=stop, features="features" in needs and fixed is not None, views=fixed)
         if cache is None:
             return None
     return Distiller(student, teacher, spec, tinfo.spec, dcfg, cfg.train.label_smoothing, cache)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from kdcore.data.augment import AugmentConfig, augment_batch, mix_batch
+from kdcore.data.augment import AugmentConfig, augment_batch, fixed_views, mix_batch
 from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import TensorSet, TrainData
 from kdcore.engine.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
@@ -82,6 +82,7 @@ class TrainConfig:
     max_images: int | None = None  # image budget per epoch (a seeded subset of the training split)
     mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 = off (then the objective gets hard labels)
     ema: float = 0.0  # per-step decay of the student's weight average that is validated and exported; 0 = off
+    views: int = 0  # each image shown as one of V fixed augmentations (the same for every run); 0 = a fresh one
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mean: float = InputSpec.mean  # the input normalisation of the trained model
     std: float = InputSpec.std
@@ -92,6 +93,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.amp not in AMP_DTYPES:
             raise KDCoreError(f"amp must be one of {', '.join(map(str, AMP_DTYPES))}, not {self.amp!r}")
+        if self.views < 0:
+            raise KDCoreError(f"views must be >= 0, not {self.views}")
+        if self.views and self.mixup > 0:
+            raise KDCoreError("views and mixup do not combine: a view is one fixed image, a mixed batch is not")
         if self.log_every < 1:
             raise KDCoreError(f"log_every must be >= 1, not {self.log_every}")
 
@@ -110,7 +115,8 @@ class Objective(nn.Module):
     """What :func:`fit` trains. ``student`` is the model that gets exported.
 
     ``forward(x (B, C, S, S), y (B,) | (B, K), theta (B, 2, 3) | None, index (B,)) -> (logits (B, K), {name: term})``:
-    ``y`` are class indices, or soft targets under mixup; the terms are already weighted; their sum is minimised.
+    ``y`` are class indices, or soft targets under mixup; ``index`` the batch's rows in the training set (with
+    ``TrainConfig.views``: ``image * V + view``); the terms are already weighted; their sum is minimised.
     """
 
     student: nn.Module
@@ -164,6 +170,7 @@ class _Run:
     run_dir: Path
     arch: str
     run_config: dict  # RUN_DIR/config.json
+    views: torch.Tensor | None = None  # (N, V, AUGMENT_PARAMS) fixed augmentations (TrainConfig.views), on the host
     start_epoch: int = 0
     best: dict = field(default_factory=lambda: {"accuracy": -1.0})
     history: list[dict] = field(default_factory=list)
@@ -217,7 +224,8 @@ def _setup(objective: Objective, data: TrainData, cfg: TrainConfig, run_dir: Pat
                   "size": data.size, "world_size": env.world, "autocast": precision} | (summary or {})
     run = _Run(objective=objective, model=objective, opt=opt, ema=ema, env=env, cfg=cfg, data=data,
                train=data.train.to(env.device), val=data.val.to(env.device), spec=spec, amp=amp, run_dir=run_dir,
-               arch=arch, run_config=run_config)
+               arch=arch, run_config=run_config,
+               views=fixed_views(len(data.train), cfg.views) if cfg.views else None)
     if resume and has_checkpoint(run_dir):
         _resume(run)
     elif has_checkpoint(run_dir):
@@ -258,12 +266,16 @@ def _train_step(
     predictions (a 0-d tensor on the device: no host sync) and of images.
     """
     cfg, env = run.cfg, run.env
-    x, theta = augment_batch(run.train.pixels[gidx], run.spec, cfg.augment, gen)
+    params, rows = None, gidx  # rows: what the objective's ``index`` counts (images, or image views)
+    if run.views is not None:
+        img, v = gidx.cpu(), torch.randint(cfg.views, (len(gidx),), generator=gen)
+        params, rows = run.views[img, v], (img * cfg.views + v).to(gidx.device)
+    x, theta = augment_batch(run.train.pixels[gidx], run.spec, cfg.augment, gen, params)
     y = target = run.train.labels[gidx]
     if cfg.mixup > 0:
         x, target = mix_batch(x, y, len(run.data.class_names), cfg.mixup, gen)
     sl = env.shard(len(gidx))
-    x, y, target, idx = x[sl], y[sl], target[sl], gidx[sl]
+    x, y, target, idx = x[sl], y[sl], target[sl], rows[sl]
     theta = theta[sl] if theta is not None else None
     for g in run.opt.param_groups:
         g["lr"] = lr

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from kdcore.cli import main
-from kdcore.data.augment import AugmentConfig, random_affine
+from kdcore.data.augment import AugmentConfig, adapt_input, augment_batch, draw_params, fixed_views, random_affine
 from kdcore.data.imageio import InputSpec
 from kdcore.data.pack import load_train_data
 from kdcore.distill import (
@@ -25,8 +25,7 @@ from kdcore.distill import (
     register_loss,
     run,
 )
-from kdcore.distill.distiller import adapt_input
-from kdcore.distill.teacher_cache import TeacherCache, build_cache, cached_maps, teacher_maps
+from kdcore.distill.teacher_cache import TeacherCache, Views, build_cache, cached_maps, teacher_maps
 from kdcore.engine.loop import TrainConfig, run_to_end
 from kdcore.errors import KDCoreError
 from kdcore.models import create_model, load_model
@@ -43,6 +42,15 @@ def split(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data(tiny_data, split):
     return load_train_data(str(tiny_data), 32, split)
+
+
+def _built(gen):
+    """The value a generator such as ``build_cache`` returns, after its events."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
 
 
 def _cfg(tiny_model_dir, loss=None, epochs=2, **distill) -> RunConfig:
@@ -143,7 +151,7 @@ def test_teacher_cache_reused_and_warped(tiny_model_dir, data):
     assert again[0]["cached"]
     identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(10, 2, 3)
     assert torch.allclose(cached_maps(cache.maps, identity), cache.maps, atol=1e-5)
-    theta = random_affine(10, AugmentConfig(), torch.Generator().manual_seed(0))
+    theta = random_affine(draw_params(10, torch.Generator().manual_seed(0)), AugmentConfig())
     assert cached_maps(cache.maps, theta).shape == (10, 16, 16)
     x = (pix[:2].float() / 255 - info.spec.mean).div(info.spec.std).unsqueeze(1)
     assert torch.allclose(teacher_maps(teacher, x, lab[:2], "lrp", 16), cache.maps[:2], atol=1e-5)
@@ -162,6 +170,41 @@ def test_kd_takes_the_cached_logits_even_when_feat_runs_the_teacher(tiny_model_d
     with torch.no_grad():
         per_step = teacher(adapt_input(x, SPEC, info.spec))
     assert torch.allclose(uncached.teacher_outputs(x, y, None, index)["logits"], per_step, atol=1e-5)
+
+
+def test_view_cache_equals_the_per_step_teacher_on_the_same_views(tiny_model_dir, data):
+    """With fixed views the cached logits, features and maps are the per-step teacher's, and no teacher runs."""
+    teacher, info = load_model(tiny_model_dir)
+    pix, lab = data.train.pixels[:5], data.train.labels[:5]
+    assert info.spec.size == SPEC.size  # at the student's resolution the per-step teacher sees the same image
+    views = Views(fixed_views(5, 3), AugmentConfig())
+    cache = _built(build_cache(teacher, info.spec, pix, lab, "lrp", map_size=16, batch=4, features=True, views=views))
+    assert cache.logits.shape == (15, 4) and cache.maps.shape == (15, 16, 16) and cache.features.dtype == torch.half
+    cfg = DistillConfig(loss={"kd": 1.0, "feat": 1.0, "sem": 1.0}, map_size=16)
+    d = Distiller(create_model("test_resnet", 4, SPEC), teacher, SPEC, info.spec, cfg, cache=cache)
+    per_step = Distiller(d.student, teacher, SPEC, info.spec, dataclasses.replace(cfg, teacher_cache=False))
+    assert not d.teacher_forward and per_step.teacher_forward
+    img, v = torch.tensor([4, 0, 2, 2]), torch.tensor([1, 2, 0, 2])
+    x, theta = augment_batch(pix[img], SPEC, AugmentConfig(), torch.Generator(), views.params[img, v])
+    cached = d.teacher_outputs(x, lab[img], theta, img * 3 + v)
+    exact = per_step.teacher_outputs(x, lab[img], theta, None)
+    assert torch.allclose(cached["logits"], exact["logits"], atol=1e-4)
+    assert torch.allclose(cached["features"], exact["features"], atol=1e-2, rtol=1e-2)  # stored as float16
+    assert torch.allclose(cached["map"], exact["map"], atol=1e-5)
+    with pytest.raises(KDCoreError, match="only for fixed views"):
+        _built(build_cache(teacher, info.spec, pix, lab, None, features=True))
+
+
+def test_views_train_from_one_cache_and_refuse_mixup(tiny_model_dir, tiny_data, split, tmp_path):
+    cfg = _cfg(tiny_model_dir, loss={"ce": 1.0, "kd": 1.0, "feat": 1.0, "sem": 1.0}, epochs=1, sem_map="gradcam")
+    cfg.train = dataclasses.replace(cfg.train, views=2)
+    events = list(run(cfg, str(tiny_data), tmp_path / "r", split=split))
+    assert events[0]["event"] == "cache" and events[0]["total"] == 2 * len(load_train_data(str(tiny_data), 32,
+                                                                                            split).train)
+    assert events[-1]["event"] == "done"
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["views"] == 2
+    with pytest.raises(KDCoreError, match="views and mixup"):
+        TrainConfig(views=2, mixup=0.2)
 
 
 def test_export_holds_only_the_student(tiny_model_dir, tiny_data, split, tmp_path):

@@ -95,6 +95,20 @@ def test_augmentation_identity_when_disabled(data):
     assert y.shape == x.shape and theta.shape == (4, 2, 3)
 
 
+def test_augmentation_replays_from_its_draws(data):
+    """Drawn parameters give the image the generator gives: fixed views are the same augmentations, stored."""
+    from kdcore.data.augment import augment_batch, draw_params, fixed_views
+
+    spec, pix = InputSpec(size=32), data.train.pixels[:4]
+    x, theta = augment_batch(pix, spec, AugmentConfig(), torch.Generator().manual_seed(5))
+    u = draw_params(4, torch.Generator().manual_seed(5))
+    y, phi = augment_batch(pix, spec, AugmentConfig(), torch.Generator().manual_seed(99), u)
+    assert torch.equal(x, y) and torch.equal(theta, phi)
+    views = fixed_views(4, 3)
+    assert views.shape == (4, 3, 8) and torch.equal(views, fixed_views(4, 3))
+    assert not torch.equal(views[:, 0], views[:, 1])
+
+
 def test_normalisation_round_trips_and_repeats_the_plane(data):
     from kdcore.data.augment import denormalize, normalize, to_input
 

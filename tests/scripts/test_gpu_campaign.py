@@ -233,15 +233,19 @@ def test_parallel_cells_run_as_processes_and_the_report_shows_their_curves(tmp_p
 
     argv = ["--data", str(tiny_data), "--teacher", str(tiny_model_dir), "--students", "test_resnet", "--size", "32",
             "--epochs", "2", "--batch-size", "8", "--split", str(tmp_path / "split.json"), "--runs",
-            str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--configs", "1-alone,6-dkd", "--seeds", "0"]
+            str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--configs", "1-alone,6-dkd", "--seeds", "0",
+            "--views", "2"]
     assert distill_ablation.main([*argv, "--parallel", "2"]) == 0
     cells = {c: tmp_path / "runs" / "test_resnet" / c / "seed0" / "cell.json" for c in ("1-alone", "6-dkd")}
     assert all(p.is_file() for p in cells.values())
-    assert json.loads((tmp_path / "runs" / "test_resnet" / "6-dkd" / "seed0" / "config.json").read_text())[
-        "distill"]["loss"] == {"ce": 1.0, "dkd": 1.0}
+    saved = {c: json.loads((tmp_path / "runs" / "test_resnet" / c / "seed0" / "config.json").read_text())
+             for c in cells}
+    assert saved["6-dkd"]["distill"]["loss"] == {"ce": 1.0, "dkd": 1.0}
+    assert [saved[c]["train"]["views"] for c in cells] == [2, 2]  # the student alone sees the same views
     table = json.loads((tmp_path / "t.json").read_text())
     assert sorted(table["cells"]) == ["test_resnet/1-alone/0", "test_resnet/6-dkd/0"]
     md = (tmp_path / "t.md").read_text()
+    assert "each image one of 2 fixed augmented views" in md.splitlines()[0]
     assert "Validation curves" in md and "| test_resnet | 6-dkd | 1 |" in md and "(6-dkd) - (1-alone)" in md
     curve = json.loads(cells["6-dkd"].read_text())["curve"]  # one seed: the mean curve is its curve
     row = [line for line in md.splitlines() if line.startswith("| test_resnet | 6-dkd | 1 | ")][-1]  # the curves
