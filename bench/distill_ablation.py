@@ -19,9 +19,10 @@ with its 95% t-interval and the exact sign-flip p-value (the primary figures), a
 Defaults are the GPU budget (128 px, 20 epochs, batch 128, 5 seeds, three students); on the CPU cut them, e.g.
 ``--students resnet10t_w8 --size 64 --max-images 2048 --batch-size 64 --parallel 2`` (69 min on 2 cores), and
 add ``--views 4`` (each image one of 4 fixed views, the teacher's logits, features and maps of every view cached) to
-run the ``feat`` and ``sem`` cells without a teacher pass per step; see ``docs/distill.md``. ``--report`` tabulates the finished cells without running any
-(a cell whose run folder is gone is read from the table written before: ``runs/`` is not committed; so are the
-validation labels, so the committed JSON alone makes the report, without the data).
+run the ``feat`` and ``sem`` cells without a teacher pass per step; see ``docs/distill.md``. ``--report``
+tabulates the finished cells without running any (a cell whose run folder is gone is read from the table written
+before: ``runs/`` is not committed; so are the validation labels, so the committed JSON alone makes the report,
+without the data).
 """
 
 from __future__ import annotations
