@@ -69,6 +69,8 @@ PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("5b-diswot+lrp", "3-dis
          ("4-thesis@perstep", "4-thesis"), ("4-thesis@perstep", "2-kd"),  # and with per-step teacher maps
          ("6-dkd", "2-kd"), ("6-dkd", "1-alone"), ("7-dist", "2-kd"), ("7-dist", "1-alone"))  # beyond plain KD
 METRICS = ("accuracy", "macro_f1")
+#: The seeds a verdict stands on; one on fewer is marked provisional
+MIN_SEEDS = 5
 VIEWS_TITLE = ", each image one of {} fixed augmented views, the teacher's outputs on every view cached"
 AMP_TITLES = {None: "", "bf16": ", bf16 autocast", "auto": ", bf16 autocast where the CPU or GPU has it natively"}
 #: The thesis's claims, each with the comparison A - B that tests it (a positive difference supports it)
@@ -83,13 +85,12 @@ CLAIMS = (("KD helps the student over training it alone", "2-kd", "1-alone"),
 
 def verdict(d: dict) -> str:
     """A claim's verdict from its paired difference over seeds (``paired_over_seeds``): supported or contradicted
-    when the 95% t-interval lies above or below zero, else not shown."""
+    when the 95% t-interval lies above or below zero, else not shown; provisional on fewer than ``MIN_SEEDS``."""
     if not d["ci95"]:
         return "not tested (one seed)"
     lo, hi = d["ci95"]
-    if lo > 0:
-        return "supported"
-    return "contradicted (it lowers accuracy)" if hi < 0 else "not shown (the interval spans 0)"
+    v = "supported" if lo > 0 else "contradicted (it lowers accuracy)" if hi < 0 else "not shown (the interval spans 0)"
+    return v if d["n"] >= MIN_SEEDS else f"{v}; provisional, {d['n']} of {MIN_SEEDS} seeds"
 
 
 def scores(cell: dict) -> dict:
@@ -422,7 +423,14 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(Path(a.runs).glob(f"{student}/*@*/seed*/cell.json")):
             config, seed = path.parent.parent.name, int(path.parent.name[len("seed"):])
             res["cells"][f"{student}/{config}/{seed}"] = load_cell(a, student, config, seed)
-    res["cells"] |= {k: c for k, c in saved.items() if "@" in k and k not in res["cells"]}
+    kept = {k: c for k, c in saved.items() if k not in res["cells"]}  # a run of a subset keeps the table's other cells
+    if any(c["settings"] != cell_settings(a) for c in kept.values()):
+        sys.exit(f"{json_path} holds cells made with other settings: choose another --out")
+    res["cells"] |= kept
+    for name in ("students", "configs", "seeds"):  # so the report covers them as well
+        was = previous.get("settings", {}).get(name, [])
+        res["settings"][name] = [*was, *(v for v in res["settings"][name] if v not in was)]
+    res["settings"]["seeds"].sort()
     tp_path = Path(a.runs) / "throughput.json"
     res["throughput"] = json.loads(tp_path.read_text()) if tp_path.is_file() else previous.get("throughput", {})
     if a.throughput_steps:

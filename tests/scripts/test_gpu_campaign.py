@@ -135,6 +135,14 @@ def test_finished_cells_are_the_committed_ones():
     assert gpu_campaign.finished_cells() == {f"ablation/{k}" for k in cells}
 
 
+def test_a_verdict_on_fewer_than_five_seeds_is_provisional():
+    five = {"diff": -0.05, "ci95": [-0.08, -0.02], "n": 5, "p": 0.0625}
+    assert distill_ablation.verdict(five) == "contradicted (it lowers accuracy)"
+    assert distill_ablation.verdict(five | {"n": 3}) == "contradicted (it lowers accuracy); provisional, 3 of 5 seeds"
+    assert distill_ablation.verdict(five | {"ci95": [-0.01, 0.02]}) == "not shown (the interval spans 0)"
+    assert distill_ablation.verdict(five | {"ci95": None, "n": 1}) == "not tested (one seed)"
+
+
 def test_tuning_variants_change_only_their_knob():
     assert distill_ablation.variant("2-kd@T2") == ("2-kd", {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 2.0})
     base, spec = distill_ablation.variant("4-thesis@w0.1")
@@ -250,3 +258,9 @@ def test_parallel_cells_run_as_processes_and_the_report_shows_their_curves(tmp_p
     curve = json.loads(cells["6-dkd"].read_text())["curve"]  # one seed: the mean curve is its curve
     row = [line for line in md.splitlines() if line.startswith("| test_resnet | 6-dkd | 1 | ")][-1]  # the curves
     assert "rise, epoch 1 to 2" in md and row.endswith(f"| {curve[1] - curve[0]:+.4f} |")
+    # a later run of a subset (here one configuration, its run folders gone) keeps the table's other cells
+    __import__("shutil").rmtree(tmp_path / "runs")
+    assert distill_ablation.main([*("1-alone" if v == "1-alone,6-dkd" else v for v in argv), "--report"]) == 0
+    again = json.loads((tmp_path / "t.json").read_text())
+    assert again["cells"] == table["cells"] and again["settings"]["configs"] == ["1-alone", "6-dkd"]
+    assert "(6-dkd) - (1-alone)" in (tmp_path / "t.md").read_text()
