@@ -374,11 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     students, configs = a.students.split(","), a.configs.split(",")
     seeds = [int(s) for s in a.seeds.split(",")]
-    settings = {"students": students, "configs": configs, "seeds": seeds, "size": a.size, "epochs": a.epochs,
-                "max_images": a.max_images, "batch_size": a.batch_size, "lr": a.lr, "temperature": a.temperature,
-                "teacher_cache": not a.no_teacher_cache,
-                "teacher": a.teacher, "data": a.data} | ({"amp": a.amp} if a.amp else {}) | (
-        {"views": a.views} if a.views else {})
+    settings = {"students": students, "configs": configs, "seeds": seeds, "teacher": a.teacher, "data": a.data,
+                **cell_settings(a)}
     json_path = Path(a.out).with_suffix(".json")
     res: dict = {"cells": {}}
     # cells whose run folder is gone (runs/ is not committed) are taken from the table written before
