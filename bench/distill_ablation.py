@@ -8,10 +8,12 @@ Every cell (student x configuration x seed) is a ``kdcore.distill.run`` in ``--r
 whose result lands in ``cell.json`` there: finished cells are skipped, a cut cell resumes from its last epoch, and
 ``--only STUDENT/CONFIG/SEED`` runs one cell alone (``scripts/gpu_campaign.py`` runs many at once that way). The
 tuning grid's cells are configurations with a variant, ``CONFIG@T2`` (temperature 2) or ``CONFIG@w0.1`` (weight 0.1
-on feat and sem), run with ``--only`` and tabulated apart next to their base configuration; ``CONFIG@perstep`` is the
-control of the teacher cache (the teacher's logits, features and maps computed on every augmented batch). Writes
-``bench/results/distill_ablation.json`` and ``.md``: mean ± std of validation accuracy and macro-F1 (of each run's
-best epoch, chosen on the same validation images), where each cell ran, images/s and time per configuration, and
+on feat and sem), run with ``--only``, tabulated apart and compared with their base configuration; with them the
+report tests the claims again, each configuration at its grid setting chosen by validation accuracy at seed 0, over
+the other seeds (``tuned_claims``). ``CONFIG@perstep`` is the control of the teacher cache (the teacher's logits,
+features and maps computed on every augmented batch). Writes ``bench/results/distill_ablation.json`` and ``.md``:
+mean ± std of validation accuracy and macro-F1 (of each run's final epoch; its best epoch, chosen on the same
+validation images, labelled as such), where each cell ran, images/s and time per configuration, and
 for (4)-(2), (4)-(1), (5b)-(3), (5a)-(3), (2)-(1) and the other comparisons: the mean paired difference over seeds
 with its 95% t-interval and the exact sign-flip p-value (the primary figures), and the paired bootstrap 95% CI
 (seeds and images resampled, secondary); with ``--throughput-steps`` every configuration's images/s here.
@@ -69,6 +71,9 @@ PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("5b-diswot+lrp", "3-dis
          ("4-thesis@perstep", "4-thesis"), ("4-thesis@perstep", "2-kd"),  # and with per-step teacher maps
          ("6-dkd", "2-kd"), ("6-dkd", "1-alone"), ("7-dist", "2-kd"), ("7-dist", "1-alone"))  # beyond plain KD
 METRICS = ("accuracy", "macro_f1")
+#: The seed whose validation accuracy picks each configuration's setting from the tuning grid; the tuned comparisons
+#: leave it out
+TUNING_SEED = 0
 #: The seeds a verdict stands on; one on fewer is marked provisional
 MIN_SEEDS = 5
 VIEWS_TITLE = ", each image one of {} fixed augmented views, the teacher's outputs on every view cached"
@@ -250,6 +255,65 @@ def curves(res: dict) -> list[str]:
                       rows)]
 
 
+def compare(cells: dict, student: str, a_cfg: str, b_cfg: str, seeds: list[int], y: np.ndarray, k: int) -> dict:
+    """A - B for ``student`` over ``seeds`` (paired): ``{"seeds", "over_seeds", "bootstrap"}``, each over ``METRICS``:
+    the mean per-seed difference with its t-interval and sign-flip p, and the bootstrap over seeds and images."""
+    a_cells, b_cells = ([scores(cells[f"{student}/{c}/{sd}"]) for sd in seeds] for c in (a_cfg, b_cfg))
+    over_seeds = {m: paired_over_seeds(np.array([c[m] for c in a_cells]), np.array([c[m] for c in b_cells]))
+                  for m in METRICS}
+    boot = paired_bootstrap(np.array([c["pred"] for c in a_cells]), np.array([c["pred"] for c in b_cells]), y, k)
+    return {"seeds": seeds, "over_seeds": over_seeds, "bootstrap": boot}
+
+
+def paired_seeds(cells: dict, student: str, configs: tuple[str, ...], seeds: list[int]) -> list[int]:
+    """The ``seeds`` at which every one of ``configs`` has a cell for ``student``."""
+    return [sd for sd in seeds if all(f"{student}/{c}/{sd}" in cells for c in configs)]
+
+
+def tuned_settings(cells: dict, student: str, configs: list[str]) -> dict[str, str]:
+    """Each configuration's setting from the tuning grid for ``student``: the base or one of its grid variants
+    (``@T2``, ``@w0.1``; not the ``@perstep`` control), whichever has the higher validation accuracy at
+    ``TUNING_SEED`` (ties: the first by name)."""
+    ran = {key.split("/")[1] for key in cells if key.startswith(f"{student}/")}
+    out = {}
+    for config in configs:
+        grid = sorted(c for c in ran if c == config or (c.startswith(f"{config}@") and not c.endswith("@perstep")))
+        acc = {c: scores(cells[key])["accuracy"] for c in grid if (key := f"{student}/{c}/{TUNING_SEED}") in cells}
+        if acc:
+            out[config] = max(acc, key=acc.get)
+    return out
+
+
+def tuned_claims(res: dict, summary: dict, y: np.ndarray, k: int) -> list[str]:
+    """The claims again, each configuration at its ``tuned_settings``, over the seeds other than ``TUNING_SEED``;
+    adds ``summary[student]["tuned"]`` and returns the report's lines (none without a grid)."""
+    cells, s, rows = res["cells"], res["settings"], []
+    for student in s["students"]:
+        pick = tuned_settings(cells, student, s["configs"])
+        if all(c == base for base, c in pick.items()):
+            continue
+        tuned = summary[student]["tuned"] = {"settings": pick, "verdicts": {}}
+        for claim, a_cfg, b_cfg in CLAIMS:
+            if a_cfg not in pick or b_cfg not in pick:
+                continue
+            pair = (pick[a_cfg], pick[b_cfg])
+            seeds = paired_seeds(cells, student, pair, [sd for sd in s["seeds"] if sd != TUNING_SEED])
+            if len(seeds) < 2:
+                continue
+            d = tuned[f"{pair[0]} vs {pair[1]}"] = compare(cells, student, *pair, seeds, y, k)
+            v = tuned["verdicts"][claim] = verdict(d["over_seeds"]["accuracy"])
+            rows.append([student, claim, f"{pair[0]} - {pair[1]}", len(seeds),
+                         fmt_over_seeds(d["over_seeds"]["accuracy"]), fmt_diff(d["bootstrap"]["accuracy"]), f"**{v}**"])
+    if not rows:
+        return []
+    return ["", f"Tuned verdicts: each configuration at the setting of its tuning grid (base, `@T2` or `@w0.1`) with "
+                f"the higher validation accuracy at seed {TUNING_SEED}, compared over the other seeds, which played no "
+                "part in the choice (mean paired difference, 95% t-interval, sign-flip p; the paired bootstrap over "
+                "those seeds and the images second):", "",
+            *md_table(["student", "claim", "comparison (tuned)", "seeds", "Δ accuracy [95% t-CI], p",
+                       "Δ accuracy, bootstrap CI", "verdict"], rows)]
+
+
 def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
     """The summary (verdicts, means, paired differences, tuning grid), the report's title and its body."""
     cells, s = res["cells"], res["settings"]
@@ -289,19 +353,14 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
                       "each cell's training."]
     rows, verdicts = [], []
     for student in s["students"]:
-        for a_cfg, b_cfg in PAIRS:
-            seeds = [sd for sd in s["seeds"] if all(f"{student}/{c}/{sd}" in cells for c in (a_cfg, b_cfg))]
-            if not seeds:
+        grid = sorted({key.split("/")[1] for key in cells if key.startswith(f"{student}/") and "@" in key})
+        for a_cfg, b_cfg in dict.fromkeys([*PAIRS, *((c, variant(c)[0]) for c in grid)]):  # each variant vs its base
+            if not (seeds := paired_seeds(cells, student, (a_cfg, b_cfg), s["seeds"])):
                 continue
-            a_cells, b_cells = ([scores(cells[f"{student}/{c}/{sd}"]) for sd in seeds] for c in (a_cfg, b_cfg))
-            over_seeds = {m: paired_over_seeds(np.array([c[m] for c in a_cells]), np.array([c[m] for c in b_cells]))
-                          for m in METRICS}
-            boot = paired_bootstrap(np.array([c["pred"] for c in a_cells]), np.array([c["pred"] for c in b_cells]),
-                                    y, k)
-            summary[student][f"{a_cfg} vs {b_cfg}"] = {"seeds": seeds, "over_seeds": over_seeds, "bootstrap": boot}
+            d = summary[student][f"{a_cfg} vs {b_cfg}"] = compare(cells, student, a_cfg, b_cfg, seeds, y, k)
             rows.append([student, f"({a_cfg}) - ({b_cfg})", len(seeds),
-                         *(fmt_over_seeds(over_seeds[m]) for m in METRICS),
-                         *(fmt_diff(boot[m]) for m in METRICS)])
+                         *(fmt_over_seeds(d["over_seeds"][m]) for m in METRICS),
+                         *(fmt_diff(d["bootstrap"][m]) for m in METRICS)])
         for claim, a_cfg, b_cfg in CLAIMS:
             if (d := summary[student].get(f"{a_cfg} vs {b_cfg}")) is not None:
                 v = verdict(d["over_seeds"]["accuracy"])
@@ -311,7 +370,8 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
     lines = [f"Verdicts on the thesis's claims (and two beyond it), from the mean paired difference in validation "
              f"accuracy ({scored}) "
              "over seeds and its 95% t-interval:", *caveats(res), "",
-             *md_table(["student", "claim", "comparison", "Δ accuracy [95% t-CI], p", "verdict"], verdicts), *table]
+             *md_table(["student", "claim", "comparison", "Δ accuracy [95% t-CI], p", "verdict"], verdicts),
+             *tuned_claims(res, summary, y, k), *table]
     lines += ["", f"Paired differences A - B of the {scored} validation scores. Primary: the "
                   "mean over seeds of the per-seed difference, its 95% t-interval (t with n - 1 degrees of freedom) "
                   "and the two-sided sign-flip permutation p-value over seeds (exact: all 2^n sign patterns; with "

@@ -9,7 +9,7 @@ from pathlib import Path
 #: The reports, by the title the tab lists them under -> their name in ``bench/results``
 REPORTS = {
     ("Distillation on the v2 split at 64 px, 60 epochs, fixed views: every configuration on the <= 1% student "
-     "(5 seeds), and on the shipped student's architecture (3 seeds so far)"):
+     "and on the shipped student's architecture, 5 seeds each, and the tuning grid"):
         "distill_ablation_views_64",
     "Distillation on the v2 split at 128 px: every configuration, three students, 15 epochs, 5 seeds":
         "distill_ablation_gpu_e15",

@@ -132,7 +132,7 @@ def test_benchmark_tab_shows_the_measured_reports(client, tmp_path):
     from kdcore_app.measured import REPORTS, report_markdown
 
     newest = ("Distillation on the v2 split at 64 px, 60 epochs, fixed views: every configuration on the <= 1% student "
-              "(5 seeds), and on the shipped student's architecture (3 seeds so far)")
+              "and on the shipped student's architecture, 5 seeds each, and the tuning grid")
     assert next(iter(REPORTS)) == newest  # the tab opens on it
     for title in (newest,
                   "Distillation on the v2 split at 128 px: every configuration, three students, 15 epochs, 5 seeds",
@@ -141,6 +141,7 @@ def test_benchmark_tab_shows_the_measured_reports(client, tmp_path):
                   "Distillation: the thesis's claims, verdicts and ablation (first split)"):
         verdicts = client.predict(title, api_name="/report")
         assert verdicts.startswith("# Distillation ablation") and "| verdict |" in verdicts
+    assert "| comparison (tuned) |" in client.predict(newest, api_name="/report")  # the claims with the tuning grid
     for title in REPORTS:
         text = client.predict(title, api_name="/report")
         assert text.startswith("# ") and "Command: `python -m " in text

@@ -143,6 +143,32 @@ def test_a_verdict_on_fewer_than_five_seeds_is_provisional():
     assert distill_ablation.verdict(five | {"ci95": None, "n": 1}) == "not tested (one seed)"
 
 
+def test_tuned_verdicts_pick_each_setting_on_the_tuning_seed_and_compare_on_the_others():
+    import numpy as np
+
+    def cell(acc: float) -> dict:
+        return {"final": {"accuracy": acc, "macro_f1": acc, "pred": [0, 1, 0, 1]}}
+
+    cells = {}
+    for sd in range(5):  # T2 wins seed 0, then beats the student alone on seeds 1-4; the base KD loses to it
+        cells |= {f"s/1-alone/{sd}": cell(0.90), f"s/2-kd/{sd}": cell(0.91 if sd else 0.90),
+                  f"s/2-kd@T2/{sd}": cell(0.93 + 0.001 * sd if sd else 0.92),
+                  f"s/2-kd@perstep/{sd}": cell(0.99)}  # a control, never a grid setting
+    assert distill_ablation.tuned_settings(cells, "s", ["1-alone", "2-kd", "3-diswot"]) == {
+        "1-alone": "1-alone", "2-kd": "2-kd@T2"}
+    res = {"cells": cells, "settings": {"students": ["s"], "configs": ["1-alone", "2-kd"], "seeds": [0, 1, 2, 3, 4]}}
+    summary = {"s": {}}
+    lines = distill_ablation.tuned_claims(res, summary, np.array([0, 1, 0, 1]), 2)
+    tuned = summary["s"]["tuned"]
+    assert tuned["2-kd@T2 vs 1-alone"]["seeds"] == [1, 2, 3, 4]  # seed 0 chose the setting, so it is left out
+    assert tuned["2-kd@T2 vs 1-alone"]["over_seeds"]["accuracy"]["diff"] == pytest.approx(0.0325)
+    claim = distill_ablation.CLAIMS[0][0]
+    assert tuned["verdicts"][claim] == "supported; provisional, 4 of 5 seeds"
+    assert any("2-kd@T2 - 1-alone" in line for line in lines)
+    cells = {k: v for k, v in cells.items() if "@T2" not in k}  # no grid: no tuned section
+    assert distill_ablation.tuned_claims(res | {"cells": cells}, {"s": {}}, np.array([0, 1, 0, 1]), 2) == []
+
+
 def test_tuning_variants_change_only_their_knob():
     assert distill_ablation.variant("2-kd@T2") == ("2-kd", {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 2.0})
     base, spec = distill_ablation.variant("4-thesis@w0.1")
