@@ -270,12 +270,16 @@ def paired_seeds(cells: dict, student: str, configs: tuple[str, ...], seeds: lis
     return [sd for sd in seeds if all(f"{student}/{c}/{sd}" in cells for c in configs)]
 
 
+def ran_configs(cells: dict, student: str) -> set[str]:
+    """The configurations (variants included) with at least one cell for ``student``."""
+    return {key.split("/")[1] for key in cells if key.startswith(f"{student}/")}
+
+
 def tuned_settings(cells: dict, student: str, configs: list[str]) -> dict[str, str]:
     """Each configuration's setting from the tuning grid for ``student``: the base or one of its grid variants
     (``@T2``, ``@w0.1``; not the ``@perstep`` control), whichever has the higher validation accuracy at
     ``TUNING_SEED`` (ties: the first by name)."""
-    ran = {key.split("/")[1] for key in cells if key.startswith(f"{student}/")}
-    out = {}
+    ran, out = ran_configs(cells, student), {}
     for config in configs:
         grid = sorted(c for c in ran if c == config or (c.startswith(f"{config}@") and not c.endswith("@perstep")))
         acc = {c: scores(cells[key])["accuracy"] for c in grid if (key := f"{student}/{c}/{TUNING_SEED}") in cells}
@@ -353,7 +357,7 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
                       "each cell's training."]
     rows, verdicts = [], []
     for student in s["students"]:
-        grid = sorted({key.split("/")[1] for key in cells if key.startswith(f"{student}/") and "@" in key})
+        grid = sorted(c for c in ran_configs(cells, student) if "@" in c)
         for a_cfg, b_cfg in dict.fromkeys([*PAIRS, *((c, variant(c)[0]) for c in grid)]):  # each variant vs its base
             if not (seeds := paired_seeds(cells, student, (a_cfg, b_cfg), s["seeds"])):
                 continue

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import distill_ablation
@@ -80,7 +83,6 @@ def test_pack_results_keeps_small_files_and_student_weights(tmp_path):
 
 
 def test_pack_results_adds_cut_cells_checkpoints_furthest_first_within_budget(tmp_path):
-    import json
 
     runs = tmp_path / "runs"
     for seed, (epoch, kib) in enumerate(((3, 600), (11, 600), (7, 600), (1, 10))):  # cut cells
@@ -129,7 +131,6 @@ def test_a_job_that_ran_out_of_gpu_memory_is_queued_again_with_one_process_fewer
 
 
 def test_finished_cells_are_the_committed_ones():
-    import json
 
     cells = json.loads((REPO / "bench" / "results" / "distill_ablation.json").read_text())["cells"]
     assert gpu_campaign.finished_cells() == {f"ablation/{k}" for k in cells}
@@ -144,8 +145,6 @@ def test_a_verdict_on_fewer_than_five_seeds_is_provisional():
 
 
 def test_tuned_verdicts_pick_each_setting_on_the_tuning_seed_and_compare_on_the_others():
-    import numpy as np
-
     def cell(acc: float) -> dict:
         return {"final": {"accuracy": acc, "macro_f1": acc, "pred": [0, 1, 0, 1]}}
 
@@ -209,7 +208,6 @@ def test_plan_starts_the_mobile_student_with_its_lrp_cells():
 
 def test_a_cell_cut_after_training_comes_back_without_its_checkpoint_and_trains_no_more(
         tmp_path, tiny_data, tiny_model_dir):
-    import json
 
     runs = tmp_path / "runs"
 
@@ -250,7 +248,6 @@ def test_a_cell_cut_after_training_comes_back_without_its_checkpoint_and_trains_
 
 
 def test_a_cut_cell_that_has_not_trained_out_brings_its_checkpoint(tmp_path):
-    import json
 
     cell = tmp_path / "runs" / "ablation" / "m" / "4-thesis" / "seed0"
     (cell / "best").mkdir(parents=True)
@@ -263,7 +260,6 @@ def test_a_cut_cell_that_has_not_trained_out_brings_its_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_parallel_cells_run_as_processes_and_the_report_shows_their_curves(tmp_path, tiny_data, tiny_model_dir):
-    import json
 
     argv = ["--data", str(tiny_data), "--teacher", str(tiny_model_dir), "--students", "test_resnet", "--size", "32",
             "--epochs", "2", "--batch-size", "8", "--split", str(tmp_path / "split.json"), "--runs",
@@ -285,7 +281,7 @@ def test_parallel_cells_run_as_processes_and_the_report_shows_their_curves(tmp_p
     row = [line for line in md.splitlines() if line.startswith("| test_resnet | 6-dkd | 1 | ")][-1]  # the curves
     assert "rise, epoch 1 to 2" in md and row.endswith(f"| {curve[1] - curve[0]:+.4f} |")
     # a later run of a subset (here one configuration, its run folders gone) keeps the table's other cells
-    __import__("shutil").rmtree(tmp_path / "runs")
+    shutil.rmtree(tmp_path / "runs")
     assert distill_ablation.main([*("1-alone" if v == "1-alone,6-dkd" else v for v in argv), "--report"]) == 0
     again = json.loads((tmp_path / "t.json").read_text())
     assert again["cells"] == table["cells"] and again["settings"]["configs"] == ["1-alone", "6-dkd"]
