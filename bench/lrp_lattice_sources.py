@@ -10,8 +10,8 @@ other rule as it is, so the variant whose lattice falls names the source: ``shor
 ResNet-18's downsampling shortcuts), ``block convolutions`` (strided 3x3 and larger convolutions after the stem),
 ``stem`` (the first convolution's flat rule), ``all`` (the registered ``epsilon-plus-flat-destrided``). Per model and
 variant, on the first ``--n`` slices of the box folder (classes in turn), the maps of the predicted class: lattice
-factors, pointing game and energy in the box with 95% bootstrap intervals (:mod:`kdcore.explain.localise`).
-Writes ``bench/results/lrp_lattice_sources.json`` and ``.md``.
+factors, pointing game, energy in the box and on the black background with 95% bootstrap intervals
+(:mod:`kdcore.explain.localise`). Writes ``bench/results/lrp_lattice_sources.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -86,16 +86,17 @@ def measure(ref: str, boxes: str, n: int, batch: int = 32) -> dict:
         _, pixels, masks, tols = boxed_batch(items[start : start + batch], info.spec.size)
         x = to_input(torch.tensor(np.stack(pixels)), info.spec)
         with torch.no_grad():
-            batches.append((x, model.eval()(x).argmax(1), masks, tols))
+            batches.append((x, model.eval()(x).argmax(1), masks, tols, pixels))
     out = {}
     for name, make in variants().items():
-        maps = [lrp_map(model, x, targets, make()) for x, targets, _, _ in batches]
-        records = [image_scores(m.numpy(), mask, tol) for (_, _, masks, tols), ms in zip(batches, maps)
-                   for m, mask, tol in zip(ms, masks, tols)]
+        maps = [lrp_map(model, x, targets, make()) for x, targets, *_ in batches]
+        records = [image_scores(m.numpy(), mask, tol, px) for (*_, masks, tols, pixels), ms in zip(batches, maps)
+                   for m, mask, tol, px in zip(ms, masks, tols, pixels)]
         s = summarise(records)
         every = torch.cat(maps)
         out[name] = {"lattice16": lattice_factor(every, 16), "lattice32": lattice_factor(every, 32),
-                     "pointing_game": s["pointing_game"], "energy_in_box": s["energy_in_box"]}
+                     **{k: s[k] for k in ("pointing_game", "energy_in_box", "energy_on_background",
+                                          "uniform_energy_on_background")}}
     return {"model": ref, "arch": info.arch, "n": len(items), "variants": out}
 
 
@@ -113,10 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         return f"{s['mean']:.3f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
 
     rows = [[m["model"], m["arch"], m["n"], name, f"{v['lattice16']:.2f}", f"{v['lattice32']:.2f}",
-             ci(v["pointing_game"]), ci(v["energy_in_box"])]
+             ci(v["pointing_game"]), ci(v["energy_in_box"]), ci(v["energy_on_background"]),
+             f"{v['uniform_energy_on_background']['mean']:.3f}"]
             for m in res["models"] for name, v in m["variants"].items()]
     body = md_table(["model", "arch", "slices", "strided layers destrided", "lattice 16 px", "lattice 32 px",
-                     "pointing game [95% CI]", "energy in box [95% CI]"], rows)
+                     "pointing game [95% CI]", "energy in box [95% CI]", "energy on the background [95% CI]",
+                     "background's share of the input"], rows)
     write(a.out, res, "Sources of the LRP stride lattice: one kind of strided layer destrided at a time", body,
           " (LRP of the predicted class, epsilon-plus-flat rules otherwise; 1 = no lattice)")
     return 0

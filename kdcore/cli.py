@@ -482,7 +482,8 @@ def cmd_localise(a: argparse.Namespace) -> int:
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=1))
     print(f"{a.method} {res['settings']} on {res['n']} images: pointing game {res['pointing_game']['mean']:.3f}, "
-          f"tol15 {res['pointing_game_tol15']['mean']:.3f}, energy in box {res['energy_in_box']['mean']:.3f} "
+          f"tol15 {res['pointing_game_tol15']['mean']:.3f}, energy in box {res['energy_in_box']['mean']:.3f}, "
+          f"on the background {res['energy_on_background']['mean']:.3f} "
           f"(centre point {res['centre_pointing_game']['mean']:.3f}, "
           f"uniform {res['uniform_pointing_game']['mean']:.3f}) -> {a.json}")
     return 0

@@ -10,6 +10,9 @@ Per image (maps ``(S, S)`` on the model's input):
   order (deterministic); ``ties`` counts the pixels sharing the maximal value (1 = a unique peak);
 * ``pointing_game_tol15``: the same with the box enlarged by 15% of its width/height on each side;
 * ``energy_in_box``: the share of the map's positive part inside the box;
+* ``energy_on_background``: the share of the map's positive part on the black background outside the head (grey
+  level at most :data:`~kdcore.explain.occlusion.HEAD_LEVEL`); ``uniform_energy_on_background`` is a flat map's (the
+  background's share of the input);
 * baselines: ``centre_*`` points at the centre of the input; ``uniform_*`` is a flat map (its expected pointing
   game and its energy both equal the box's share of the input);
 * ``occlusion_tumour_drop`` / ``occlusion_control_drop``: the target's probability drop when the tumour box / an
@@ -37,14 +40,15 @@ from kdcore.errors import KDCoreError
 from kdcore.explain._common import evaluating
 from kdcore.explain.frame import Frame
 from kdcore.explain.methods import explain, get_method
-from kdcore.explain.occlusion import control_mask, occlusion_drops
+from kdcore.explain.occlusion import HEAD_LEVEL, control_mask, occlusion_drops
 from kdcore.explain.render import Box, draw_box, render_overlay
 from kdcore.models.folder import ModelInfo
 
 TOLERANCE = 0.15
 BOOTSTRAP = 1000
-METRICS = ("pointing_game", "pointing_game_tol15", "energy_in_box", "centre_pointing_game",
-           "centre_pointing_game_tol15", "uniform_pointing_game", "uniform_pointing_game_tol15", "ties",
+METRICS = ("pointing_game", "pointing_game_tol15", "energy_in_box", "energy_on_background", "centre_pointing_game",
+           "centre_pointing_game_tol15", "uniform_pointing_game", "uniform_pointing_game_tol15",
+           "uniform_energy_on_background", "ties",
            "occlusion_tumour_drop", "occlusion_control_drop", "occlusion_tumour_larger")
 
 
@@ -139,15 +143,19 @@ def peak(heatmap: np.ndarray) -> tuple[int, int, int]:
     return i // heatmap.shape[1], i % heatmap.shape[1], int((flat == top).sum())
 
 
-def image_scores(heatmap: np.ndarray, mask: np.ndarray, mask_tol: np.ndarray) -> dict[str, float]:
-    """The map-dependent and baseline scores of one map ``(S, S)`` for its box masks (bool ``(S, S)``)."""
+def image_scores(heatmap: np.ndarray, mask: np.ndarray, mask_tol: np.ndarray, pixels: np.ndarray) -> dict[str, float]:
+    """The map-dependent and baseline scores of one map ``(S, S)`` for its box masks (bool ``(S, S)``) and its
+    uint8 input pixels ``(S, S)``."""
     s = heatmap.shape[0]
     row, col, ties = peak(heatmap)
     positive = np.clip(heatmap, 0, None)
     total = float(positive.sum())
+    background = pixels <= HEAD_LEVEL
     centre = s // 2  # the pixel holding the input's centre point (S/2, S/2) for even S
     return {"pointing_game": float(mask[row, col]), "pointing_game_tol15": float(mask_tol[row, col]),
             "energy_in_box": float(positive[mask].sum()) / total if total > 0 else 0.0,
+            "energy_on_background": float(positive[background].sum()) / total if total > 0 else 0.0,
+            "uniform_energy_on_background": float(background.mean()),
             "centre_pointing_game": float(mask[centre, centre]),
             "centre_pointing_game_tol15": float(mask_tol[centre, centre]),
             "uniform_pointing_game": float(mask.mean()), "uniform_pointing_game_tol15": float(mask_tol.mean()),
@@ -225,7 +233,7 @@ def localise(model: nn.Module, info: ModelInfo, folder: str | Path, method: str 
                                     torch.tensor(np.stack([controls[i] for i in has])), black) if has else None
         for i, item in enumerate(chunk):
             rec = {"file": f"{item.path.parent.name}/{item.path.name}", "label": item.label,
-                   "predicted": int(predicted[i]), **image_scores(maps[i], masks[i], tols[i])}
+                   "predicted": int(predicted[i]), **image_scores(maps[i], masks[i], tols[i], pixels[i])}
             if i in has:
                 k = has.index(i)
                 tumour, control = float(drops[0][k]), float(drops[1][k])

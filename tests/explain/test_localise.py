@@ -36,20 +36,26 @@ def test_frame_round_trips_and_matches_square_resize(height, width):
 def test_pointing_energy_and_ties():
     mask = box_mask(np.array([10.0, 20.0, 30.0, 40.0]), 64)
     assert mask[20, 10] and mask[39, 29] and not mask[40, 29] and not mask[19, 10]
+    head = np.zeros((64, 64), np.uint8)  # a head in the left half, black background on the right
+    head[:, :32] = 200
     inside = np.zeros((64, 64))
     inside[25, 15] = 2.0
-    scores = image_scores(inside, mask, mask)
+    scores = image_scores(inside, mask, mask, head)
     assert scores["pointing_game"] == 1.0 and scores["energy_in_box"] == 1.0 and scores["ties"] == 1.0
+    assert scores["energy_on_background"] == 0.0 and scores["uniform_energy_on_background"] == 0.5
     outside = -np.ones((64, 64))
     outside[5, 50] = 1.0
-    assert image_scores(outside, mask, mask)["pointing_game"] == 0.0
+    scores = image_scores(outside, mask, mask, head)
+    assert scores["pointing_game"] == 0.0 and scores["energy_on_background"] == 1.0  # negative relevance not counted
     flat = np.ones((64, 64))
     assert peak(flat) == (0, 0, 64 * 64)  # ties broken at the first pixel in row-major order, all counted
-    scores = image_scores(flat, mask, mask)
+    scores = image_scores(flat, mask, mask, head)
     assert scores["ties"] == 64 * 64 and scores["pointing_game"] == 0.0
     assert scores["uniform_pointing_game"] == pytest.approx(mask.mean()) == pytest.approx(scores["energy_in_box"])
+    assert scores["energy_on_background"] == scores["uniform_energy_on_background"] == 0.5
     assert scores["centre_pointing_game"] == 0.0  # the centre pixel (32, 32) lies right of x = 30
-    assert image_scores(flat, box_mask(np.array([20.0, 20.0, 40.0, 40.0]), 64), mask)["centre_pointing_game"] == 1.0
+    assert image_scores(flat, box_mask(np.array([20.0, 20.0, 40.0, 40.0]), 64), mask,
+                        head)["centre_pointing_game"] == 1.0
 
 
 def test_bootstrap_interval():
@@ -132,8 +138,8 @@ def test_localise_folder(tiny_model_dir, tmp_path):
     model, info = load_model(tiny_model_dir)
     res = localise(model, info, folder, "gradcam", "true", {"layer": "product"}, out_dir=tmp_path / "png")
     assert res["n"] == 9 and res["settings"] == {"layer": "product"} and set(res["per_class"]) == set(CLASSES[:3])
-    for key in ("pointing_game", "pointing_game_tol15", "energy_in_box", "centre_pointing_game",
-                "uniform_pointing_game", "ties"):
+    for key in ("pointing_game", "pointing_game_tol15", "energy_in_box", "energy_on_background",
+                "centre_pointing_game", "uniform_pointing_game", "uniform_energy_on_background", "ties"):
         lo, hi = res[key]["ci95"]
         assert lo <= res[key]["mean"] <= hi
     assert res["pointing_game_tol15"]["mean"] >= res["pointing_game"]["mean"]
@@ -209,4 +215,6 @@ def test_lattice_sources_bench_isolates_each_kind_of_strided_layer(tiny_model_di
                     "--out", str(out)]) == 0
     res = json.loads(out.with_suffix(".json").read_text())
     assert list(res["models"][0]["variants"]) == list(variants()) and res["models"][0]["n"] == 4
+    for v in res["models"][0]["variants"].values():
+        assert 0.0 <= v["energy_on_background"]["mean"] <= 1.0
     assert "shortcuts (1x1)" in out.with_suffix(".md").read_text()
