@@ -1,5 +1,5 @@
 """Faithfulness, localisation and cost of every LRP and Grad-CAM setting: deletion/insertion AUC, pointing game,
-energy in the tumour box, lattice factor, and time per batch of 32 maps.
+energy in the tumour box and on the background outside the head, lattice factor, and time per batch of 32 maps.
 
 Deletion: pixels are set to black (the background of every slice) in order of decreasing relevance, in
 ``--patch`` x ``--patch`` squares ranked by their summed map (single pixels make scattered noise that a CNN reacts to
@@ -148,6 +148,11 @@ def _ci(summary: dict) -> str:
     return f"{summary['mean']:.3f} [{lo:.2f}, {hi:.2f}]"
 
 
+def _ci_or_dash(loc: dict, metric: str) -> str:
+    """``_ci`` of ``loc[metric]``, or a dash in a report measured before the metric existed."""
+    return _ci(loc[metric]) if metric in loc else "-"
+
+
 def markdown(res: dict) -> list[str]:
     """The report's tables: faithfulness, localisation and lattice per model and setting; baselines and the
     occlusion check per model; time per default method."""
@@ -155,23 +160,26 @@ def markdown(res: dict) -> list[str]:
     for row in res["models"]:
         for e in row["settings"]:
             loc = e.get("localisation")
-            where = ([_ci(loc["pointing_game"]), _ci(loc["pointing_game_tol15"]), _ci(loc["energy_in_box"])]
-                     if loc else ["", "", ""])
+            where = ([_ci(loc["pointing_game"]), _ci(loc["pointing_game_tol15"]), _ci(loc["energy_in_box"]),
+                      _ci_or_dash(loc, "energy_on_background")] if loc else ["", "", "", ""])
             rows.append([row["model"], e["method"], ", ".join(f"{k} {v}" for k, v in e["settings"].items()),
                          f"{e['deletion_auc']:.3f}", f"{e['insertion_auc']:.3f}", *where,
                          f"{e['lattice16']:.2f} / {e['lattice32']:.2f}"])
         loc = next(e["localisation"] for e in row["settings"] if "localisation" in e)
         base.append([row["model"], loc["n"], f"{loc['accuracy']:.3f}", _ci(loc["centre_pointing_game"]),
                      _ci(loc["centre_pointing_game_tol15"]), _ci(loc["uniform_pointing_game"]),
+                     _ci_or_dash(loc, "uniform_energy_on_background"),
                      _ci(loc["occlusion_tumour_drop"]), _ci(loc["occlusion_control_drop"]),
                      _ci(loc["occlusion_tumour_larger"])])
         for method, t in row["time"].items():
             times.append([row["model"], method, f"{t['time_s']:.2f} s", f"{t['x_forward_backward']:.2f}",
                           f"{row['forward_backward_s']:.2f} s"])
     return [*md_table(["model", "method", "settings", "deletion AUC (lower better)", "insertion AUC (higher better)",
-                       "pointing game [95% CI]", "pointing, box +15%", "energy in box", "lattice 16 / 32 px"], rows),
+                       "pointing game [95% CI]", "pointing, box +15%", "energy in box", "energy on background",
+                       "lattice 16 / 32 px"], rows),
             "", f"Localisation baselines and the occlusion check (box folder, first {res['loc_n']} images):", "",
             *md_table(["model", "n", "accuracy", "centre point", "centre point, box +15%", "uniform map",
+                       "uniform map: energy on background",
                        "occlusion: tumour box drop", "equal-area box drop", "tumour drop larger"], base),
             "", "Per tumour class: where each map points, against the centre point, and whether the model uses the "
             "tumour at all (the occlusion check: the explained class's probability drop when the tumour box is "
