@@ -6,12 +6,13 @@ Configurations (same epochs, augmentation, image budget, learning rate and initi
   (ce + dkd) and 7 DIST (ce + dist).
 Every cell (student x configuration x seed) is a ``kdcore.distill.run`` in ``--runs/<student>/<config>/seed<k>``,
 whose result lands in ``cell.json`` there: finished cells are skipped, a cut cell resumes from its last epoch, and
-``--only STUDENT/CONFIG/SEED`` runs one cell alone (``scripts/gpu_campaign.py`` runs many at once that way). The
-tuning grid's cells are configurations with a variant, ``CONFIG@T2`` (temperature 2) or ``CONFIG@w0.1`` (weight 0.1
-on feat and sem), run with ``--only``, tabulated apart and compared with their base configuration; with them the
-report tests the claims again, each configuration at its grid setting chosen by validation accuracy at seed 0, over
-the other seeds (``tuned_claims``). ``CONFIG@perstep`` is the control of the teacher cache (the teacher's logits,
-features and maps computed on every augmented batch). Writes ``bench/results/distill_ablation.json`` and ``.md``:
+``--only STUDENT/CONFIG/SEED`` runs one cell alone (``scripts/gpu_campaign.py`` runs many at once that way). The tuning
+grid's cells are configurations with a variant, ``CONFIG@T<t>`` (temperature t, e.g. ``@T2``) or ``CONFIG@w<w>`` (weight
+w on feat and sem, e.g. ``@w0.1``), run with ``--only``, tabulated apart and compared with their base configuration;
+with them the report tests the claims again, each configuration at its grid setting chosen by validation accuracy at
+seed 0, over the other seeds (``tuned_claims``). ``CONFIG@perstep`` is the control of the teacher cache (the teacher's
+logits, features and maps computed on every augmented batch).
+Writes ``bench/results/distill_ablation.json`` and ``.md``:
 mean ± std of validation accuracy and macro-F1 (of each run's final epoch; its best epoch, chosen on the same
 validation images, labelled as such), where each cell ran, images/s and time per configuration, and
 for (4)-(2), (4)-(1), (5b)-(3), (5a)-(3), (2)-(1) and the other comparisons: the mean paired difference over seeds
@@ -277,7 +278,7 @@ def ran_configs(cells: dict, student: str) -> set[str]:
 
 def tuned_settings(cells: dict, student: str, configs: list[str]) -> dict[str, str]:
     """Each configuration's setting from the tuning grid for ``student``: the base or one of its grid variants
-    (``@T2``, ``@w0.1``; not the ``@perstep`` control), whichever has the higher validation accuracy at
+    (``@T<t>``, ``@w<w>``; not the ``@perstep`` control), whichever has the higher validation accuracy at
     ``TUNING_SEED`` (ties: the first by name)."""
     ran, out = ran_configs(cells, student), {}
     for config in configs:
@@ -310,10 +311,10 @@ def tuned_claims(res: dict, summary: dict, y: np.ndarray, k: int) -> list[str]:
                          fmt_over_seeds(d["over_seeds"]["accuracy"]), fmt_diff(d["bootstrap"]["accuracy"]), f"**{v}**"])
     if not rows:
         return []
-    return ["", f"Tuned verdicts: each configuration at the setting of its tuning grid (base, `@T2` or `@w0.1`) with "
-                f"the higher validation accuracy at seed {TUNING_SEED}, compared over the other seeds, which played no "
-                "part in the choice (mean paired difference, 95% t-interval, sign-flip p; the paired bootstrap over "
-                "those seeds and the images second):", "",
+    return ["", "Tuned verdicts: each configuration at the setting of its tuning grid (the base, `@T<t>` or `@w<w>`) "
+                f"with the higher validation accuracy at seed {TUNING_SEED}, compared over the other seeds, which "
+                "played no part in the choice (mean paired difference, 95% t-interval, sign-flip p; the paired "
+                "bootstrap over those seeds and the images second):", "",
             *md_table(["student", "claim", "comparison (tuned)", "seeds", "Δ accuracy [95% t-CI], p",
                        "Δ accuracy, bootstrap CI", "verdict"], rows)]
 
