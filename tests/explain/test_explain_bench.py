@@ -50,7 +50,8 @@ def test_report_rewrites_the_markdown_from_the_json_alone(tmp_path):
 def test_main_table_shows_the_energy_on_the_background_and_a_dash_where_it_was_not_measured():
     res = _result()
     res["models"][0]["settings"][0]["localisation"]["energy_on_background"] = _summary(0.4)
-    rows = [line for line in explain_bench.markdown(res) if line.startswith("| teacher |")]
-    header = next(line for line in explain_bench.markdown(res) if line.startswith("| model | method | settings"))
+    lines = explain_bench.markdown(res)
+    rows = [line for line in lines if line.startswith("| teacher |")]
+    header = next(line for line in lines if line.startswith("| model | method | settings"))
     column = [c.strip() for c in header.strip("|").split("|")].index("energy on background")
     assert [[c.strip() for c in r.strip("|").split("|")][column] for r in rows[:2]] == ["0.400 [0.35, 0.45]", "-"]
