@@ -164,6 +164,11 @@ def test_tuned_verdicts_pick_each_setting_on_the_tuning_seed_and_compare_on_the_
     claim = distill_ablation.CLAIMS[0][0]
     assert tuned["verdicts"][claim] == "supported; provisional, 4 of 5 seeds"
     assert any("2-kd@T2 - 1-alone" in line for line in lines)
+    cells = {k: v for k, v in cells.items() if not k.startswith("s/2-kd@T2/") or k.endswith("/0")}
+    summary = {"s": {}}  # the pick has run at the tuning seed only: the claim is shown as pending, not dropped
+    lines = distill_ablation.tuned_claims(res | {"cells": cells}, summary, np.array([0, 1, 0, 1]), 2)
+    assert summary["s"]["tuned"]["verdicts"][claim] == "pending: the picks share 0 seeds besides the tuning seed"
+    assert any("2-kd@T2 - 1-alone | 0 | - | - | **pending" in line for line in lines)
     cells = {k: v for k, v in cells.items() if "@T2" not in k}  # no grid: no tuned section
     assert distill_ablation.tuned_claims(res | {"cells": cells}, {"s": {}}, np.array([0, 1, 0, 1]), 2) == []
 
