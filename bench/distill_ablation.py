@@ -3,7 +3,7 @@
 Configurations (same epochs, augmentation, image budget, learning rate and initial student per seed):
   1 the student alone; 2 vanilla KD (ce + kd); 3 DisWOT-style ce + kd + feat(l2) + sem(Grad-CAM);
   4 the thesis ce + kd + feat(cosine) + sem(LRP); 5a (3) with cosine; 5b (3) with LRP; beyond the thesis, 6 DKD
-  (ce + dkd) and 7 DIST (ce + dist).
+  (ce + dkd), 7 DIST (ce + dist) and 8 KD on standardised logits (ce + kd, z-scored).
 Every cell (student x configuration x seed) is a ``kdcore.distill.run`` in ``--runs/<student>/<config>/seed<k>``,
 whose result lands in ``cell.json`` there: finished cells are skipped, a cut cell resumes from its last epoch, and
 ``--only STUDENT/CONFIG/SEED`` runs one cell alone (``scripts/gpu_campaign.py`` runs many at once that way). The tuning
@@ -65,12 +65,14 @@ CONFIGS: dict[str, dict] = {
     "5b-diswot+lrp": {"loss": ALL, "feat_distance": "l2", "sem_map": "lrp"},
     "6-dkd": {"loss": {"ce": 1.0, "dkd": 1.0}},  # decoupled KD (Zhao et al. 2022), its own alpha 1, beta 8
     "7-dist": {"loss": {"ce": 1.0, "dist": 1.0}},  # DIST (Huang et al. 2022), beta = gamma = 1
+    "8-kd+ls": {"loss": {"ce": 1.0, "kd": 1.0}, "kd_standardize": True},  # logit standardisation (Sun et al. 2024)
 }
 PAIRS = (("4-thesis", "2-kd"), ("4-thesis", "1-alone"), ("5b-diswot+lrp", "3-diswot"),
          ("5a-diswot+cosine", "3-diswot"), ("2-kd", "1-alone"), ("3-diswot", "2-kd"),
          ("4-thesis@w0.1", "2-kd"), ("4-thesis@w0.1", "1-alone"),  # the thesis at its tuned weights
          ("4-thesis@perstep", "4-thesis"), ("4-thesis@perstep", "2-kd"),  # and with per-step teacher maps
-         ("6-dkd", "2-kd"), ("6-dkd", "1-alone"), ("7-dist", "2-kd"), ("7-dist", "1-alone"))  # beyond plain KD
+         ("6-dkd", "2-kd"), ("6-dkd", "1-alone"), ("7-dist", "2-kd"), ("7-dist", "1-alone"),  # beyond plain KD
+         ("8-kd+ls", "2-kd"), ("8-kd+ls", "1-alone"))
 METRICS = ("accuracy", "macro_f1")
 #: The seed whose validation accuracy picks each configuration's setting from the tuning grid; the tuned comparisons
 #: leave it out
@@ -86,7 +88,8 @@ CLAIMS = (("KD helps the student over training it alone", "2-kd", "1-alone"),
           ("LRP maps beat Grad-CAM maps as the semantic signal", "5b-diswot+lrp", "3-diswot"),
           ("Cosine similarity beats L2 for feature alignment", "5a-diswot+cosine", "3-diswot"),
           ("Beyond the thesis: DKD beats plain KD", "6-dkd", "2-kd"),
-          ("Beyond the thesis: DIST beats plain KD", "7-dist", "2-kd"))
+          ("Beyond the thesis: DIST beats plain KD", "7-dist", "2-kd"),
+          ("Beyond the thesis: logit standardisation beats plain KD", "8-kd+ls", "2-kd"))
 
 
 def verdict(d: dict) -> str:
@@ -374,7 +377,7 @@ def summarise(res: dict, y: np.ndarray, k: int) -> tuple[dict, str, list[str]]:
                 summary[student].setdefault("verdicts", {})[claim] = v
                 verdicts.append([student, claim, f"{a_cfg} - {b_cfg}", fmt_over_seeds(d["over_seeds"]["accuracy"]),
                                  f"**{v}**"])
-    lines = [f"Verdicts on the thesis's claims (and two beyond it), from the mean paired difference in validation "
+    lines = [f"Verdicts on the thesis's claims (and those beyond it), from the mean paired difference in validation "
              f"accuracy ({scored}) "
              "over seeds and its 95% t-interval:", *caveats(res), "",
              *md_table(["student", "claim", "comparison", "Δ accuracy [95% t-CI], p", "verdict"], verdicts),

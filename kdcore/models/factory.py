@@ -6,6 +6,8 @@ import hashlib
 
 import timm
 import torch
+from timm.models.efficientnet import EfficientNet
+from timm.models.mobilenetv3 import MobileNetV3
 from torch import nn
 
 from kdcore.data.imageio import InputSpec
@@ -30,10 +32,24 @@ def create_model(arch: str, num_classes: int, spec: InputSpec, **kwargs) -> nn.M
     and giving ``(B, num_classes)``."""
     arch, variant_args = VARIANTS.get(arch, (arch, {}))
     try:
-        return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=spec.channels,
-                                 **(variant_args | kwargs))
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=spec.channels,
+                                  **(variant_args | kwargs))
     except RuntimeError as e:
         raise KDCoreError(f"unknown architecture {arch!r} ({e})") from None
+    fan_in_classifier(model)
+    return model
+
+
+def fan_in_classifier(model: nn.Module) -> None:
+    """Redraw the classifier of timm's EfficientNet-builder nets (MobileNetV2/V3/V4, LCNet, MnasNet, EfficientNet)
+    with PyTorch's ``nn.Linear`` default, whose range ``1/sqrt(fan_in)`` does not depend on the number of classes.
+
+    Their own init draws it from ``U(+-1/sqrt(num_classes))``: with 4 classes that is 16x the ImageNet range, and it
+    held these nets' training back (``docs/distill.md``). Other models keep timm's init and its random draws."""
+    if isinstance(model, EfficientNet | MobileNetV3):
+        head = model.get_classifier()
+        if isinstance(head, nn.Linear):
+            head.reset_parameters()
 
 
 

@@ -55,7 +55,7 @@ CANDIDATES: dict[str, str] = {
 
 
 def build_candidate(arch: str, num_classes: int, spec: InputSpec, seed: int = 0) -> torch.nn.Module:
-    """``arch`` at timm's random initialisation drawn from ``seed``, in eval mode."""
+    """``arch`` at its random initialisation (:func:`~kdcore.models.create_model`) drawn from ``seed``, in eval mode."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return create_model(arch, num_classes, spec).eval()

@@ -138,3 +138,23 @@ def test_bench_scores_each_model_on_the_split_it_was_trained_with(tmp_path):
         assert trained_split(info, tmp_path / "d.json") == bundled("splits", name)
     unknown = ModelInfo("resnet10t", CLASSES, InputSpec(), {"split": "someone-elses.json"})
     assert trained_split(unknown, tmp_path / "d.json") == tmp_path / "d.json"
+
+
+@pytest.mark.parametrize("arch", ["mobilenetv2_035", "lcnet_035", "mnasnet_050"])
+def test_efficientnet_family_classifier_range_does_not_grow_with_fewer_classes(arch):
+    """timm's own init draws these heads from U(+-1/sqrt(num_classes)); kdcore's is fan-in, as for a ResNet."""
+    spec = InputSpec(size=32)
+    w4, w1000 = (create_model(arch, n, spec).get_classifier().weight.detach() for n in (4, 1000))
+    assert max(w4.abs().max(), w1000.abs().max()) <= 1 / w4.shape[1] ** 0.5
+    assert w4.std().item() == pytest.approx(w1000.std().item(), rel=0.1)
+    timms = timm.create_model(arch, num_classes=4, in_chans=1).get_classifier().weight.detach()
+    assert w4.std() < 0.1 * timms.std()
+
+
+def test_other_models_keep_timms_init_draws():
+    spec = InputSpec(size=32)
+    torch.manual_seed(3)
+    ours = create_model("resnet10t_w8", 4, spec)
+    torch.manual_seed(3)
+    theirs = timm.create_model("resnet10t", num_classes=4, in_chans=1, channels=(8, 16, 32, 64), stem_width=8)
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))

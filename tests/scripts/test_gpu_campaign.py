@@ -51,7 +51,8 @@ def test_plan_commands_parse(tiny, teacher, tmp_path):
                 opts = distill_ablation.parser().parse_args(argv[2:])
                 assert (opts.teacher, opts.amp) == (teacher or "teacher", a.amp)
     first = [n.split("/")[2] for n, _, prio in stage2 if n.startswith("ablation/") and prio == 0]
-    assert first[0] == "4-thesis" and first[-1] in ("2-kd", "6-dkd", "7-dist")  # the longest cells start first
+    # the longest cells start first
+    assert first[0] == "4-thesis" and first[-1] in ("2-kd", "6-dkd", "7-dist", "8-kd+ls")
 
 
 def test_pack_results_keeps_small_files_and_student_weights(tmp_path):
