@@ -356,5 +356,12 @@ def test_tiny_student_bench_runs_each_recipe_once_and_reads_it_back(tiny_model_d
     log = (runs / "tiny-w8-192-ema" / "metrics.jsonl").read_text()
     assert tiny_student.main(argv) == 0  # finished runs are read back, not trained again
     assert (runs / "tiny-w8-192-ema" / "metrics.jsonl").read_text() == log
-    assert json.loads(out.with_suffix(".json").read_text())["runs"]["tiny-w8-192-ema"]["accuracy"] == ema["accuracy"]
+    read_back = json.loads(out.with_suffix(".json").read_text())["runs"]["tiny-w8-192-ema"]
+    assert read_back["accuracy"] == ema["accuracy"]
     assert "final epoch" in out.with_suffix(".md").read_text()
+    argv[argv.index("--recipes") + 1] = "tiny-w12c64-192-ema-lr15"
+    assert tiny_student.main(argv) == 0  # a new recipe adds its row; the others are kept from the report
+    res3 = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert list(res3) == ["tiny-w8-192-ema", "tiny-w12c64-192-ema-s2", "tiny-w12c64-192-ema-lr15"]
+    assert res3["tiny-w8-192-ema"] == read_back and res3["tiny-w12c64-192-ema-lr15"]["recipe"]["lr"] == 1.5e-2
+    assert json.loads((runs / "tiny-w12c64-192-ema-lr15" / "config.json").read_text())["train"]["lr"] == 1.5e-2
