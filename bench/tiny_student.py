@@ -1,8 +1,9 @@
 """The <= 1% student: the recipes tried for ``student-tiny``, one run each, scored at their final epoch.
 
-Each recipe is ``kdcore distill --config CONFIG`` (the reproduction's student config: ``ce + kd`` at T = 4 from the
-cached teacher logits, 120 epochs, batch 64, the MRI augmentation) with the student, input size, weight average
-(``--ema``), seed and learning rate of :data:`RECIPES`, so every recipe has the same teacher, epochs and augmentation.
+Each recipe is ``kdcore distill --config CONFIG`` (by default the student config of ``kdcore reproduce --preset cpu``
+with the bundled teacher, which is that reproduction's teacher: ``ce + kd`` at T = 4 from the cached teacher logits,
+120 epochs, batch 64, the MRI augmentation) with the student, input size, weight average (``--ema``), seed and
+learning rate of :data:`RECIPES`, so every recipe has the same teacher, epochs and augmentation.
 Scores: the final epoch's validation accuracy and macro-F1 (primary), the mean of the last 5 epochs, and the best
 epoch (chosen on the same validation images, so optimistic). One run per recipe: a difference under about 0.5
 points is within the seed-to-seed spread of this student (0.004-0.005 over 5 seeds at 128 px). A finished run in
@@ -10,7 +11,7 @@ points is within the seed-to-seed spread of this student (0.004-0.005 over 5 see
 kept from the report already at ``--out``, so a new recipe adds its row. Writes ``bench/results/tiny_student.json`` /
 ``.md``.
 
-    python -m bench.tiny_student --config runs/repro-cpu-full/configs/student.json --runs runs
+    python -m bench.tiny_student --runs runs --recipes tiny-w12c64-192-ema-lr15,tiny-w12c64-192-ema-lr15-s2
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from kdcore.data.pack import load_train_data
 from kdcore.distill import make_config, merge_config
 from kdcore.models import count_params, create_model, load_model
 from kdcore.models.profile import count_flops
+from kdcore.reproduce import reproduce_preset
 
 
 class Recipe(NamedTuple):
@@ -65,7 +67,8 @@ def _row(name: str, run: dict, teacher_params: int) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True, help="the reproduction's student config (RUNS/configs/student.json)")
+    p.add_argument("--config", default=None, help="a student config (default: the cpu reproduction's, from the "
+                   "bundled teacher; the same as RUNS/configs/student.json of kdcore reproduce --preset cpu)")
     p.add_argument("--data", default="../shared/data/brain-tumor-mri/train")
     p.add_argument("--split", default=None, help="split file (default: the dataset's file in splits/)")
     p.add_argument("--runs", default="runs", help="each recipe's run is RUNS/NAME")
@@ -76,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     out_json = Path(a.out).with_suffix(".json")
     kept = json.loads(out_json.read_text())["runs"] if out_json.is_file() else {}
     res: dict = {"command": command("bench.tiny_student", argv), "runs": {}}
-    teacher_params = count_params(load_model(make_config(None, a.config).teacher)[0])
+    base = merge_config(reproduce_preset("cpu")["student"], {"teacher": "teacher"}) if a.config is None else {}
+    teacher_params = count_params(load_model(make_config(None, a.config, base).teacher)[0])
     names = a.recipes.split(",")
     for name in names:
         r = RECIPES[name]
-        cfg = make_config(None, a.config, merge_config(recipe_overrides(r), json.loads(a.override)))
+        cfg = make_config(None, a.config, merge_config(merge_config(base, recipe_overrides(r)), json.loads(a.override)))
         data = load_train_data(a.data, cfg.size, a.split)
         out = run_variant(cfg, a.data, Path(a.runs) / name, a.split, data.val)
         saved = json.loads((Path(a.runs) / name / "config.json").read_text())
