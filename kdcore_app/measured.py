@@ -12,6 +12,8 @@ REPORTS = {
      "and on the shipped student's architecture, 5 seeds each, and the tuning grid"):
         "distill_ablation_views_64",
     "Each student's learning rate, trained alone (64 px, 60 epochs): the recipe its ablation runs at": "student_lr_64",
+    "Distillation at the <= 1% student's own learning rate (1.5e-2, 64 px, 60 epochs): the logit configurations, "
+    "6 seeds": "distill_ablation_views_64_lr",
     "Distillation on the v2 split at 128 px: every configuration, three students, 15 epochs, 5 seeds":
         "distill_ablation_gpu_e15",
     "Distillation on the v2 split at 128 px, the <= 1% student: KD and DIST, 60 epochs, 5 seeds":
