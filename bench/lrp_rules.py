@@ -24,7 +24,8 @@ from kdcore.data.augment import to_input
 from kdcore.data.dataset import decode_cached, load_records
 from kdcore.explain import lrp_map, resize_maps
 from kdcore.explain.differentiable import gradient_x_input
-from kdcore.explain.lrp_autograd import DESTRIDED, lrp_autograd
+from kdcore.explain.lrp import DESTRIDING
+from kdcore.explain.lrp_autograd import lrp_autograd
 from kdcore.models import load_model
 
 #: the resolution of the ``sem`` loss's maps (``DistillConfig.map_size``)
@@ -43,7 +44,7 @@ def bench_model(ref: str, data: str, batch: int) -> list[dict]:
     images = decode_cached(load_records(data), info.spec.size)
     x, y = to_input(torch.from_numpy(images.pixels), info.spec), torch.from_numpy(images.records.labels)
     rows = []
-    for composite in DESTRIDED:
+    for composite in DESTRIDING:
         for student in ("lrp_autograd", "lrp0 (previous student map)"):
             per = {"full": [], "loss": []}
             start = time.perf_counter()

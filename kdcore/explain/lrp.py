@@ -9,12 +9,14 @@ Every composite (:data:`COMPOSITES`) uses the timm canonizers and these rules:
 * activations (ReLU, ReLU6, Hardswish, SiLU) and merged BatchNorm: **pass**; residual sums and average pooling:
   **norm** (split in proportion to the summands); max pooling: winner takes all (its gradient).
 
-``epsilon-plus-flat`` (the default) is zennit's ``EpsilonPlusFlat`` as is. ``epsilon-plus-flat-destrided`` reads
-every **strided** convolution (z+ and the first layer's flat rule) as the same convolution at stride 1 whose
-outputs are summed over each ``stride x stride`` cell (:func:`destrided_relevance`). A strided layer reads its
-input unevenly (a 1x1 stride-2 shortcut reads one pixel in four, a 3x3 stride-2 convolution reads odd rows twice
-as often as even ones), and z+ and flat pile relevance where it reads; stacked over the network's strides this
-draws a lattice with the period of the total stride (16 and 32 px on a ResNet), which the destrided rules remove.
+``epsilon-plus-flat`` is zennit's ``EpsilonPlusFlat`` as is. A strided layer reads its input unevenly (a 1x1
+stride-2 shortcut reads one pixel in four, a 3x3 stride-2 convolution reads odd rows twice as often as even ones),
+and z+ and flat pile relevance where it reads; stacked over the network's strides this draws a lattice with the
+period of the total stride (16 and 32 px on a ResNet). The destrided composites read some strided convolutions as
+the same convolution at stride 1 whose outputs are summed over each ``stride x stride`` cell
+(:func:`destrided_relevance`, :data:`DESTRIDING`): ``epsilon-plus-flat-destrided-shortcuts-stem`` (the default) the
+1x1 strided convolutions (ResNet downsampling shortcuts) and the first layer, the lattice's main sources at the
+least cost in localisation; ``epsilon-plus-flat-destrided`` every strided convolution.
 
 The explained quantity is the target logit: the input relevance sums to it when biases are zero.
 """
@@ -22,6 +24,8 @@ The explained quantity is the target logit: the input relevance sums to it when 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -63,41 +67,75 @@ class NonNegativeZPlus(ZPlus):
 
 
 def destrided_relevance(module: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor,
-                        stabilizer: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                        stabilizer: Callable[[torch.Tensor], torch.Tensor],
+                        bias: torch.Tensor | None = None) -> torch.Tensor:
     """Input relevance ``(B, C, H, W)`` of a strided convolution for the rule ``R_i = x_i sum_j w_ij R_j / z_j``
-    (``x``, ``weight`` the rule's modified input and weights), the layer read as a stride-1 convolution whose
-    outputs are summed over each ``s x s`` cell.
+    (``x``, ``weight``, ``bias`` the rule's modified input, weights and bias), the layer read as a stride-1
+    convolution whose outputs are summed over each ``s x s`` cell.
 
     Output ``j`` of the strided layer owns the cell of stride-1 outputs ``s j .. s j + s - 1``; its relevance is
     shared by their contributions, ``R_i = x_i sum_cells w_ij R_cell / z_cell``. Every input pixel is then read as
     often as its neighbours (a 1x1 stride-2 shortcut no longer reads one pixel in four, a 3x3 stride-2 convolution
-    no longer reads odd rows twice as often as even ones). Conservative wherever the cell's ``z`` is non-zero.
+    no longer reads odd rows twice as often as even ones). Each stride-1 output carries the bias, so a cell's bias
+    absorbs the share of its relevance that the layer's own rule gives the bias; with no bias the rule is
+    conservative wherever the cell's ``z`` is non-zero.
     """
     sh, sw = module.stride
     x = x.detach().requires_grad_()
     with torch.enable_grad():
         z = F.conv2d(x, weight, None, 1, module.padding, module.dilation, module.groups)
     (oh, ow), (h, w) = relevance.shape[-2:], z.shape[-2:]
-    cells = F.pad(z.detach(), (0, ow * sw - w, 0, oh * sh - h)).unflatten(-1, (ow, sw)).unflatten(-3, (oh, sh))
+    shift = 0 if bias is None else bias.detach()[:, None, None]
+    cells = F.pad(z.detach() + shift, (0, ow * sw - w, 0, oh * sh - h)).unflatten(-1, (ow, sw)).unflatten(-3, (oh, sh))
     ratio = relevance / stabilizer(cells.sum((-1, -3)))
     spread = ratio.repeat_interleave(sh, -2).repeat_interleave(sw, -1)[..., :h, :w]
     (grad,) = torch.autograd.grad(z, x, grad_outputs=spread)
     return x * grad
 
 
-def _destridable(module: nn.Module) -> bool:
+def destridable(module: nn.Module) -> bool:
+    """Whether a destrided rule can read ``module``: a strided convolution with zero padding."""
     return isinstance(module, nn.Conv2d) and tuple(module.stride) != (1, 1) and module.padding_mode == "zeros"
 
 
+def _always(module: nn.Module) -> bool:
+    return True
+
+
+def _never(module: nn.Module) -> bool:
+    return False
+
+
+def _one_by_one(module: nn.Module) -> bool:
+    return tuple(module.kernel_size) == (1, 1)
+
+
+@dataclass(frozen=True)
+class Destriding:
+    """Which strided convolutions a composite reads destrided (:func:`destrided_relevance`)."""
+
+    stem: bool  #: the first layer (flat rule)
+    layers: Callable[[nn.Module], bool]  #: which of the other strided convolutions (z+ rule)
+
+
 class DestridedZPlus(NonNegativeZPlus):
-    """z+ with strided convolutions read as stride 1 then subsampling (:func:`destrided_relevance`)."""
+    """z+ with the strided convolutions ``chosen`` picks read as stride 1 then subsampling
+    (:func:`destrided_relevance`), the positive bias in ``z`` as zennit's z+ has it."""
+
+    def __init__(self, chosen: Callable[[nn.Module], bool] = _always, stabilizer: float = 1e-6) -> None:
+        super().__init__(stabilizer)
+        self.chosen = chosen
 
     def backward(self, module, grad_input, grad_output):
         stored = self.stored_tensors["input"][0]
-        if not _destridable(module) or bool((stored < 0).any()):
+        if not (destridable(module) and self.chosen(module)) or bool((stored < 0).any()):
             return super().backward(module, grad_input, grad_output)
-        out = destrided_relevance(module, stored, module.weight.clamp_min(0), grad_output[0], self.stabilizer)
+        bias = None if module.bias is None else module.bias.clamp_min(0)
+        out = destrided_relevance(module, stored, module.weight.clamp_min(0), grad_output[0], self.stabilizer, bias)
         return tuple(out if original.shape == out.shape else None for original in grad_input)
+
+    def copy(self) -> DestridedZPlus:
+        return type(self)(self.chosen, self.stabilizer)
 
 
 class DestridedFlat(Flat):
@@ -108,7 +146,7 @@ class DestridedFlat(Flat):
         self.stabilizer = Stabilizer.ensure(stabilizer)
 
     def backward(self, module, grad_input, grad_output):
-        if not _destridable(module):
+        if not destridable(module):
             return super().backward(module, grad_input, grad_output)
         stored = self.stored_tensors["input"][0]
         out = destrided_relevance(module, torch.ones_like(stored), torch.ones_like(module.weight), grad_output[0],
@@ -119,22 +157,22 @@ class DestridedFlat(Flat):
         return type(self)(self.stabilizer)
 
 
-def epsilon_plus_flat() -> Composite:
-    """zennit's EpsilonPlusFlat (flat first layer, z+ convolutions, epsilon classifier) with the timm canonizers."""
-    return EpsilonPlusFlat(layer_map=[(Convolution, NonNegativeZPlus())], canonizers=timm_canonizers())
-
-
-def epsilon_plus_flat_destrided() -> Composite:
-    """EpsilonPlusFlat with :class:`DestridedZPlus` on the convolutions (no stride lattice)."""
-    return EpsilonPlusFlat(layer_map=[(Convolution, DestridedZPlus())], first_map=[(Linear, DestridedFlat())],
+def epsilon_plus_flat(destriding: Destriding = Destriding(False, _never)) -> Composite:
+    """zennit's EpsilonPlusFlat (flat first layer, z+ convolutions, epsilon classifier) with the timm canonizers,
+    the strided layers ``destriding`` names read destrided."""
+    return EpsilonPlusFlat(layer_map=[(Convolution, DestridedZPlus(destriding.layers))],
+                           first_map=[(Linear, DestridedFlat() if destriding.stem else Flat())],
                            canonizers=timm_canonizers())
 
 
-#: LRP composites by name: ``name -> () -> zennit Composite`` (a fresh one per call); the first is the default.
-COMPOSITES: dict[str, Callable[[], Composite]] = {
-    "epsilon-plus-flat": epsilon_plus_flat,
-    "epsilon-plus-flat-destrided": epsilon_plus_flat_destrided,
+#: Each composite's destriding, by name; the first is the default
+DESTRIDING: dict[str, Destriding] = {
+    "epsilon-plus-flat-destrided-shortcuts-stem": Destriding(True, _one_by_one),
+    "epsilon-plus-flat": Destriding(False, _never),
+    "epsilon-plus-flat-destrided": Destriding(True, _always),
 }
+#: LRP composites by name: ``name -> () -> zennit Composite`` (a fresh one per call); the first is the default.
+COMPOSITES: dict[str, Callable[[], Composite]] = {name: partial(epsilon_plus_flat, d) for name, d in DESTRIDING.items()}
 DEFAULT_COMPOSITE = next(iter(COMPOSITES))
 
 

@@ -16,10 +16,11 @@ input ``x``, weights ``W``, bias ``b`` and output relevance ``R`` (``stab(z) = z
 
 A convolution followed by a BatchNorm uses the folded ``W * g / sqrt(v + e)`` and ``(b - m) g / sqrt(v + e) + beta``
 as functions of the parameters (what :class:`~kdcore.explain.canonizers.MergeBatchNormAct` writes in place); SE
-gates pass all relevance to the gated signal, as the canonizer's. The ``-destrided`` composite reads strided
-convolutions as :func:`kdcore.explain.lrp.destrided_relevance` does. The model runs twice (:class:`_Tape`): its own
-forward, whose tensors the rules read (so their derivatives are the network's), then one that carries the relevance
-pass. A network with a parametrised layer of any other kind is refused with a :class:`KDCoreError`.
+gates pass all relevance to the gated signal, as the canonizer's. The destrided composites read the strided
+convolutions :data:`kdcore.explain.lrp.DESTRIDING` names as :func:`kdcore.explain.lrp.destrided_relevance` does.
+The model runs twice (:class:`_Tape`): its own forward, whose tensors the rules read (so their derivatives are the
+network's), then one that carries the relevance pass. A network with a parametrised layer of any other kind is
+refused with a :class:`KDCoreError`.
 """
 
 from __future__ import annotations
@@ -37,11 +38,10 @@ from zennit.core import stabilize
 from kdcore.errors import KDCoreError
 from kdcore.explain._common import Target, evaluating, resolve_targets, target_logits
 from kdcore.explain.canonizers import _SUMS, _layers, _SkipGateMode
+from kdcore.explain.lrp import DESTRIDING, Destriding, destridable
 
 #: stabiliser of every rule (zennit's default)
 EPSILON = 1e-6
-#: the composites this module reproduces, and whether each reads strided convolutions destrided
-DESTRIDED = {"epsilon-plus-flat": False, "epsilon-plus-flat-destrided": True}
 
 Rule = Callable[[torch.Tensor], torch.Tensor]
 _PARAMETRISED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
@@ -78,11 +78,13 @@ def _conv(module: nn.Conv2d, weight: torch.Tensor, stride: tuple[int, int] | Non
     return lambda x: F.conv2d(x, weight, None, stride, module.padding, module.dilation, module.groups)
 
 
-def _destrided(module: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-    """:func:`kdcore.explain.lrp.destrided_relevance` as a differentiable expression: ``(B, C, H, W)``."""
+def _destrided(module: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor,
+               shift: torch.Tensor | float = 0) -> torch.Tensor:
+    """:func:`kdcore.explain.lrp.destrided_relevance` as a differentiable expression (``shift`` the bias term of
+    ``z``, ``(C_out, 1, 1)``): ``(B, C, H, W)``."""
     sh, sw = module.stride
     conv = _conv(module, weight, (1, 1))
-    z = conv(x)
+    z = conv(x) + shift
     (oh, ow), (h, w) = relevance.shape[-2:], z.shape[-2:]
     cells = F.pad(z, (0, ow * sw - w, 0, oh * sh - h)).unflatten(-1, (ow, sw)).unflatten(-3, (oh, sh))
     ratio = relevance / stabilize(cells.sum((-1, -3)), EPSILON)
@@ -90,15 +92,11 @@ def _destrided(module: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, relevan
     return x * _transpose(conv, x, spread)
 
 
-def _strided(module: nn.Module, destrided: bool) -> bool:
-    return destrided and isinstance(module, nn.Conv2d) and tuple(module.stride) != (1, 1) \
-        and module.padding_mode == "zeros"
-
-
 def flat_rule(module: nn.Conv2d, x: torch.Tensor, destrided: bool) -> Rule:
-    """The flat rule: relevance spread evenly over each output's receptive field (no parameter involved)."""
+    """The flat rule: relevance spread evenly over each output's receptive field (no parameter involved); read
+    destrided when ``destrided`` (and the layer is strided)."""
     ones, weight = torch.ones_like(x), torch.ones_like(module.weight)
-    if _strided(module, destrided):
+    if destrided and destridable(module):
         return lambda r: _destrided(module, ones, weight, r)
     conv = _conv(module, weight)
     return lambda r: _transpose(conv, x, r / stabilize(conv(ones), EPSILON))
@@ -106,12 +104,13 @@ def flat_rule(module: nn.Conv2d, x: torch.Tensor, destrided: bool) -> Rule:
 
 def zplus_rule(module: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                destrided: bool) -> Rule:
-    """z+ with ``weight``/``bias`` the layer's (folded) parameters; zennit's ``ZPlus`` (bias ``b+`` in ``z``)."""
+    """z+ with ``weight``/``bias`` the layer's (folded) parameters; zennit's ``ZPlus`` (bias ``b+`` in ``z``); read
+    destrided when ``destrided`` (and the layer is strided)."""
     pos, neg = weight.clamp(min=0), weight.clamp(max=0)
     shift = 0 if bias is None else bias.clamp(min=0)[:, None, None]
     if not bool((x < 0).any()):
-        if _strided(module, destrided):
-            return lambda r: _destrided(module, x, pos, r)
+        if destrided and destridable(module):
+            return lambda r: _destrided(module, x, pos, r, shift)
         return lambda r: x * _transpose(_conv(module, pos), x, r / stabilize(_conv(module, pos)(x) + shift, EPSILON))
     xp, xn = x.clamp(min=0), x.clamp(max=0)
 
@@ -227,16 +226,16 @@ class _Tape(_SkipGateMode):
 
 
 @contextmanager
-def _rules(model: nn.Module, tape: _Tape, destrided: bool) -> Iterator[None]:
+def _rules(model: nn.Module, tape: _Tape, destriding: Destriding) -> Iterator[None]:
     """Forward hooks that record (first pass) and give every layer its rule's backward (second pass)."""
     folded = _folded(model)
     first = next(m for m in model.modules() if isinstance(m, types.Linear))
 
     def rule_for(module: nn.Module, x: torch.Tensor) -> Rule | None:
         if module is first:
-            return flat_rule(module, x, destrided)
+            return flat_rule(module, x, destriding.stem)
         if isinstance(module, nn.Conv2d):
-            return zplus_rule(module, x, *folded[module], destrided)
+            return zplus_rule(module, x, *folded[module], destriding.layers(module))
         if isinstance(module, nn.Linear):
             return epsilon_rule(module, x)
         if isinstance(module, types.AvgPool):
@@ -263,14 +262,14 @@ def _rules(model: nn.Module, tape: _Tape, destrided: bool) -> Iterator[None]:
 
 
 def lrp_autograd(model: nn.Module, x: torch.Tensor, target: Target = None,
-                 composite: str = "epsilon-plus-flat") -> torch.Tensor:
+                 composite: str = next(iter(DESTRIDING))) -> torch.Tensor:
     """The LRP map ``(B, H, W)`` of :func:`kdcore.explain.lrp_map` under ``composite`` for input ``(B, C, H, W)``,
     differentiable in the model's parameters (built with ``create_graph=True``); eval mode, model left as found."""
-    if composite not in DESTRIDED:
-        raise KDCoreError(f"no differentiable LRP for composite {composite!r}: choose from {', '.join(DESTRIDED)}")
+    if composite not in DESTRIDING:
+        raise KDCoreError(f"no differentiable LRP for composite {composite!r}: choose from {', '.join(DESTRIDING)}")
     check_supported(model)
     tape = _Tape()
-    with evaluating(model), torch.enable_grad(), _rules(model, tape, DESTRIDED[composite]):
+    with evaluating(model), torch.enable_grad(), _rules(model, tape, DESTRIDING[composite]):
         logits = model(x.detach())
         targets = resolve_targets(logits, target)
         start = torch.zeros_like(logits).scatter(1, targets[:, None], target_logits(logits, targets)[:, None])

@@ -104,28 +104,34 @@ def explain(model: nn.Module, x: torch.Tensor, target: Target = None, method: st
 
 
 #: The maps a loss compares, teacher's against student's: each method (one rule on both sides, the method's
-#: default settings), and ``"lrp0"``, gradient x input (LRP-0) on both sides.
+#: settings in :data:`PAIRED_SETTINGS`), and ``"lrp0"``, gradient x input (LRP-0) on both sides.
 PAIRED_MAPS = (*METHODS, "lrp0")
+#: Where a loss's maps differ from the viewer's defaults: its LRP stays zennit's EpsilonPlusFlat, the rule every
+#: distillation table measured (the viewer's default reads some strided layers destrided, docs/explain.md)
+PAIRED_SETTINGS: dict[str, dict[str, str]] = {"lrp": {"composite": "epsilon-plus-flat"}}
+
+
+def _paired_settings(method: str) -> dict[str, str]:
+    return get_method(method).resolve(PAIRED_SETTINGS.get(method))
 
 
 def map_rule(method: str) -> str:
     """The rule both maps of ``method`` (:data:`PAIRED_MAPS`) are made by, e.g. ``"lrp epsilon-plus-flat"``."""
     if method == "lrp0":
         return "lrp0 (gradient x input)"
-    entry = get_method(method)
-    return " ".join([method, *entry.defaults.values()])
+    return " ".join([method, *_paired_settings(method).values()])
 
 
 def teacher_map(model: nn.Module, x: torch.Tensor, target: Target = None, method: str = "lrp") -> torch.Tensor:
     """The detached map ``(B, H, W)`` a loss compares a student's :func:`student_map` with (same rule)."""
     if method == "lrp0":
         return gradient_x_input(model, x, target).detach()
-    return explain(model, x, target, method)
+    return explain(model, x, target, method, **_paired_settings(method))
 
 
 def student_map(model: nn.Module, x: torch.Tensor, target: Target = None, method: str = "lrp") -> torch.Tensor:
     """A map ``(B, H, W)`` for input ``(B, C, H, W)`` whose gradient reaches every parameter of ``model``: the
-    method's differentiable map under its default settings (the rule of :func:`teacher_map`), or ``"lrp0"``.
+    method's differentiable map under its :data:`PAIRED_SETTINGS` (the rule of :func:`teacher_map`), or ``"lrp0"``.
 
     Computed in eval mode, with grouped convolutions in :class:`~kdcore.explain.grouped_conv.FastGroupedConvs`
     (a loss on the map differentiates each convolution's backward).
@@ -133,7 +139,6 @@ def student_map(model: nn.Module, x: torch.Tensor, target: Target = None, method
     if method == "lrp0":
         fn = gradient_x_input
     else:
-        entry = get_method(method)
-        fn = partial(entry.differentiable, **entry.defaults)
+        fn = partial(get_method(method).differentiable, **_paired_settings(method))
     with FastGroupedConvs():
         return fn(model, x, target)

@@ -1,5 +1,7 @@
 """The explanation API: Grad-CAM vs captum, differentiable student maps, per-class maps, rendering, CLI."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import timm
@@ -143,6 +145,7 @@ def test_student_map_differentiates_depthwise_convs_in_one_call_per_layer(method
 
     from kdcore.explain.differentiable import gradient_x_input
     from kdcore.explain.lrp_autograd import lrp_autograd
+    from kdcore.explain.methods import PAIRED_SETTINGS
 
     class CountConvs(TorchDispatchMode):
         def __init__(self):
@@ -157,7 +160,7 @@ def test_student_map_differentiates_depthwise_convs_in_one_call_per_layer(method
     weights = torch.randn(2, 64, 64, dtype=torch.float64)
     params = list(model.parameters())
     grads, calls = [], []
-    plain_map = {"lrp0": gradient_x_input, "lrp": lrp_autograd}[method]
+    plain_map = {"lrp0": gradient_x_input, "lrp": partial(lrp_autograd, **PAIRED_SETTINGS["lrp"])}[method]
     for fn in (plain_map, lambda m, x, t: student_map(m, x, t, method)):
         with CountConvs() as count:
             loss = (fn(model, x, torch.tensor([1, 2])) * weights).sum()

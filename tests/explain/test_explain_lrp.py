@@ -130,3 +130,26 @@ def test_model_left_as_found(arch, method):
     assert "forward" not in model.__dict__
     assert hooks == sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
                         for m in model.modules())
+
+
+def test_destrided_z_plus_gives_the_bias_its_z_plus_share():
+    """A destrided 1x1 stride-2 convolution with a positive bias, on a constant input: each output's relevance is
+    split between the bias and the input as the layer's own z+ splits it, and the input's part spread evenly over
+    the four pixels of its cell (before the fix the bias was left out of the cell's ``z``, and took no share)."""
+    from zennit.core import Stabilizer
+
+    from kdcore.explain.lrp import destrided_relevance
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 3, 1, stride=2).double()
+    conv.weight.data = conv.weight.data.abs() + 0.1
+    conv.bias.data = torch.tensor([0.5, 0.0, 2.0], dtype=torch.float64)
+    x = torch.full((1, 2, 4, 4), 0.7, dtype=torch.float64)
+    relevance = torch.rand(1, 3, 2, 2, dtype=torch.float64)
+    w, b = conv.weight, conv.bias
+    got = destrided_relevance(conv, x, w, relevance, Stabilizer.ensure(1e-9), b)
+    z_input = torch.nn.functional.conv2d(x, w, None, 2)  # the read pixel's contribution, per output
+    expected_total = (relevance * z_input / (z_input + b[:, None, None])).sum()
+    assert torch.allclose(got.sum(), expected_total, rtol=1e-9)
+    cells = got.sum(1).unflatten(-1, (2, 2)).unflatten(-3, (2, 2))  # (1, 2, 2, 2, 2): cell rows, within, cols, within
+    assert torch.allclose(cells, cells[:, :, :1, :, :1].expand_as(cells), rtol=1e-9)

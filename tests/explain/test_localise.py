@@ -189,32 +189,33 @@ def test_box_text_is_checked_and_drawn():
 
 
 def test_lattice_sources_bench_isolates_each_kind_of_strided_layer(tiny_model_dir, tmp_path):
+    from bench.lrp_lattice_sources import VARIANTS
     from bench.lrp_lattice_sources import main as sources
-    from bench.lrp_lattice_sources import variants
+    from kdcore.explain.lrp import epsilon_plus_flat
 
     model, info = load_model(tiny_model_dir)
     for m in model.modules():  # timm zero-initialises each block's last BatchNorm: give the residual branches weight
         if isinstance(m, torch.nn.BatchNorm2d):
             torch.nn.init.uniform_(m.weight, 0.5, 1.5)
     x = torch.randn(2, 1, info.spec.size, info.spec.size)
-    maps = {name: explain(model, x, 0, "lrp", composite=c) for name, c in
-            (("none (the default)", "epsilon-plus-flat"), ("all (epsilon-plus-flat-destrided)",
-                                                           "epsilon-plus-flat-destrided"))}
-    made = {name: make() for name, make in variants().items()}
+    maps = {name: lrp_map(model, x, 0, epsilon_plus_flat(d)) for name, d in VARIANTS.items()}
     def same(a: torch.Tensor, b: torch.Tensor) -> bool:
         return torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
 
-    for name, expected in maps.items():  # the two ends are the registered composites, rule for rule
-        assert same(lrp_map(model, x, 0, made[name]), expected)
+    plain = maps["none (epsilon-plus-flat)"]
+    assert same(plain, explain(model, x, 0, "lrp", composite="epsilon-plus-flat"))
+    assert same(maps["all (epsilon-plus-flat-destrided)"], explain(model, x, 0, "lrp",
+                                                                  composite="epsilon-plus-flat-destrided"))
     # test_resnet downsamples its shortcuts by average pooling: no strided 1x1 convolution to destride; its strided
-    # 3x3 convolutions are
-    assert same(lrp_map(model, x, 0, made["shortcuts (1x1)"]), maps["none (the default)"])
-    assert not same(lrp_map(model, x, 0, made["block convolutions (3x3 and larger)"]), maps["none (the default)"])
+    # 3x3 convolutions and its stem are
+    assert same(maps["shortcuts (1x1)"], plain)
+    assert not same(maps["block convolutions (3x3 and larger)"], plain)
+    assert not same(maps["stem"], plain)
     out = tmp_path / "sources"
     assert sources(["--models", str(tiny_model_dir), "--boxes", str(boxed_folder(tmp_path / "boxes")), "--n", "4",
                     "--out", str(out)]) == 0
     res = json.loads(out.with_suffix(".json").read_text())
-    assert list(res["models"][0]["variants"]) == list(variants()) and res["models"][0]["n"] == 4
+    assert list(res["models"][0]["variants"]) == list(VARIANTS) and res["models"][0]["n"] == 4
     for v in res["models"][0]["variants"].values():
-        assert 0.0 <= v["energy_on_background"]["mean"] <= 1.0
+        assert 0.0 <= v["energy_on_background"]["mean"] <= 1.0 and v["relevance_kept"] > 0
     assert "shortcuts (1x1)" in out.with_suffix(".md").read_text()

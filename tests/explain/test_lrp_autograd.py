@@ -11,7 +11,8 @@ from kdcore.data.imageio import decode_to_uint8
 from kdcore.errors import KDCoreError
 from kdcore.explain import lrp_map
 from kdcore.explain._common import resize_maps
-from kdcore.explain.lrp_autograd import DESTRIDED, lrp_autograd
+from kdcore.explain.lrp import DESTRIDING
+from kdcore.explain.lrp_autograd import lrp_autograd
 from kdcore.models.folder import load_folder
 from kdcore.paths import BUNDLED_MODELS
 from tests.explain.test_explain_lrp import calibrated
@@ -41,7 +42,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return nn.functional.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)
 
 
-@pytest.mark.parametrize("composite", list(DESTRIDED))
+@pytest.mark.parametrize("composite", list(DESTRIDING))
 @pytest.mark.parametrize("name", [*BUNDLED_MODELS, "mobilenetv2_035", "mobilenetv3_small_050"])
 def test_matches_zennit_on_real_mris(name, composite):
     """Per image, at full resolution and at the sem loss's 32 x 32, the student set to the teacher (MobileNetV3:
@@ -66,7 +67,7 @@ def tiny() -> nn.Module:
     return calibrated(model, 8).double()
 
 
-@pytest.mark.parametrize("composite", list(DESTRIDED))
+@pytest.mark.parametrize("composite", list(DESTRIDING))
 def test_gradcheck_in_the_parameters(composite):
     model, x = tiny(), torch.randn(2, 1, 8, 8, dtype=torch.float64)
     params = tuple(model.parameters())
