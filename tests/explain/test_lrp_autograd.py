@@ -13,6 +13,7 @@ from kdcore.explain import lrp_map
 from kdcore.explain._common import resize_maps
 from kdcore.explain.lrp import DESTRIDING
 from kdcore.explain.lrp_autograd import lrp_autograd
+from kdcore.explain.methods import PAIRED_SETTINGS
 from kdcore.models.folder import load_folder
 from kdcore.paths import BUNDLED_MODELS
 from tests.explain.test_explain_lrp import calibrated
@@ -42,8 +43,15 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return nn.functional.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)
 
 
-@pytest.mark.parametrize("composite", list(DESTRIDING))
-@pytest.mark.parametrize("name", [*BUNDLED_MODELS, "mobilenetv2_035", "mobilenetv3_small_050"])
+#: every model with the sem loss's composite; the destrided composites on a ResNet with strided 1x1 shortcuts and
+#: a depthwise mobile net
+REAL_MRI_CASES = [*((name, PAIRED_SETTINGS["lrp"]["composite"])
+                    for name in (*BUNDLED_MODELS, "mobilenetv2_035", "mobilenetv3_small_050")),
+                  *((name, composite) for composite in DESTRIDING if composite != PAIRED_SETTINGS["lrp"]["composite"]
+                    for name in ("teacher", "mobilenetv2_035"))]
+
+
+@pytest.mark.parametrize(("name", "composite"), REAL_MRI_CASES)
 def test_matches_zennit_on_real_mris(name, composite):
     """Per image, at full resolution and at the sem loss's 32 x 32, the student set to the teacher (MobileNetV3:
     squeeze-excitation gates, Hardswish)."""
