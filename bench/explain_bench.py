@@ -12,7 +12,8 @@ Localisation: :func:`kdcore.explain.localise` on the first ``--loc-n`` images of
 lattice factor (:mod:`kdcore.explain.lattice`) of the deletion images' maps at 16 and 32 px.
 Time: one batch of 32 maps per default method, next to one forward+backward (cross-entropy, all parameter
 gradients) of the same batch, median of ``--repeats``; the ratio is what to compare (the CPU is shared).
-``--settings all`` runs every choice of every setting (to choose defaults on a subset), ``default`` the defaults.
+``--settings all`` runs every choice of every setting (to choose defaults on a subset), ``default`` the defaults
+(``--composite`` another LRP composite in their place, to compare a candidate at full size).
 Writes ``bench/results/explain.json`` and ``.md`` (``--out``); ``--report`` rewrites the markdown from the JSON.
 
     nice -n 10 python -m bench.explain_bench --settings all --n 64 --steps 8 --loc-n 150 --repeats 1 \
@@ -36,19 +37,20 @@ import torch.nn.functional as F
 from bench.report import RESULTS, command, md_table, write
 from kdcore.data.augment import to_input
 from kdcore.data.pack import load_train_data
-from kdcore.explain import METHODS, explain, lattice_factor, localise
+from kdcore.explain import COMPOSITES, METHODS, explain, lattice_factor, localise
 from kdcore.models import load_model
 from kdcore.models.predict import predict_logits
 
 
-def setting_rows(which: str) -> list[tuple[str, dict]]:
-    """``(method, settings)`` pairs: every choice of every setting (``all``) or the defaults (``default``), then
-    the random order."""
+def setting_rows(which: str, composite: str | None = None) -> list[tuple[str, dict]]:
+    """``(method, settings)`` pairs: every choice of every setting (``all``) or the defaults (``default``, LRP
+    with ``composite`` if named), then the random order."""
     if which == "all":
         rows = [(name, {key: value}) for name, m in METHODS.items() for key, choices in m.options.items()
                 for value in choices]
     else:
-        rows = [(name, m.defaults) for name, m in METHODS.items()]
+        rows = [(name, {**m.defaults, **({"composite": composite} if name == "lrp" and composite else {})})
+                for name, m in METHODS.items()]
     return [*rows, ("random", {})]
 
 
@@ -101,7 +103,7 @@ def bench_model(ref: str, a: argparse.Namespace) -> dict:
     logits = predict_logits(model, pixels, info.spec, a.batch)
     row["val_accuracy_subset"] = float((logits.argmax(1) == labels).float().mean())
     row["settings"] = []
-    for method, settings in setting_rows(a.settings):
+    for method, settings in setting_rows(a.settings, a.composite):
         dels, inss, maps = [], [], []
         for i in range(0, len(labels), a.batch):
             x = to_input(pixels[i : i + a.batch], info.spec)
@@ -217,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boxes", default="../shared/data/figshare-boxes-dev", help="box folder for localisation")
     p.add_argument("--loc-n", type=int, default=750, help="box images for localisation (classes in turn)")
     p.add_argument("--settings", choices=("default", "all"), default="default")
+    p.add_argument("--composite", choices=tuple(COMPOSITES), help="LRP composite of the default rows (the default's)")
     p.add_argument("--out", default=str(RESULTS / "explain"))
     p.add_argument("--report", action="store_true", help="rewrite the markdown from OUT.json; measure nothing")
     a = p.parse_args(argv)

@@ -19,7 +19,7 @@ from kdcore.explain.class_maps import class_maps
 from kdcore.explain.frame import Frame
 from kdcore.explain.gradcam import grad_cam
 from kdcore.explain.image import ImageExplanation, explain_image
-from kdcore.explain.lattice import lattice_factor
+from kdcore.explain.lattice import lattice_factor, layout_floor
 from kdcore.explain.localise import localise
 from kdcore.explain.lrp import COMPOSITES, lrp_map
 from kdcore.explain.methods import (
@@ -35,5 +35,6 @@ from kdcore.explain.methods import (
 from kdcore.explain.render import map_scale, render_overlay
 
 __all__ = ["COMPOSITES", "METHODS", "PAIRED_MAPS", "Frame", "ImageExplanation", "Method", "Target", "class_maps",
-           "evaluating", "explain", "explain_image", "get_method", "grad_cam", "lattice_factor", "localise", "lrp_map",
-           "map_rule", "map_scale", "render_overlay", "resize_maps", "student_map", "teacher_map"]
+           "evaluating", "explain", "explain_image", "get_method", "grad_cam", "lattice_factor", "layout_floor",
+           "localise", "lrp_map", "map_rule", "map_scale", "render_overlay", "resize_maps", "student_map",
+           "teacher_map"]

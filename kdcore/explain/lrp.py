@@ -16,7 +16,9 @@ period of the total stride (16 and 32 px on a ResNet). The destrided composites 
 the same convolution at stride 1 whose outputs are summed over each ``stride x stride`` cell
 (:func:`destrided_relevance`, :data:`DESTRIDING`): ``epsilon-plus-flat-destrided-shortcuts-stem`` (the default) the
 1x1 strided convolutions (ResNet downsampling shortcuts) and the first layer, the lattice's main sources at the
-least cost in localisation; ``epsilon-plus-flat-destrided`` every strided convolution.
+least cost in localisation; ``epsilon-plus-flat-destrided`` every strided convolution;
+``epsilon-plus-flat-destrided-but-last`` every one but the 3x3 and larger convolutions of the last downsampling
+(those that read the coarsest grid, where a cell is a sixteenth of the image side or more).
 
 The explained quantity is the target logit: the input relevance sums to it when biases are zero.
 """
@@ -98,16 +100,24 @@ def destridable(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and tuple(module.stride) != (1, 1) and module.padding_mode == "zeros"
 
 
-def _always(module: nn.Module) -> bool:
+def always(module: nn.Module) -> bool:
+    """Every strided convolution (a :class:`Destriding` predicate)."""
     return True
 
 
-def _never(module: nn.Module) -> bool:
+def never(module: nn.Module) -> bool:
+    """No strided convolution (a :class:`Destriding` predicate)."""
     return False
 
 
-def _one_by_one(module: nn.Module) -> bool:
+def one_by_one(module: nn.Module) -> bool:
+    """Whether ``module`` is a 1x1 convolution (a ResNet downsampling shortcut, when strided)."""
     return tuple(module.kernel_size) == (1, 1)
+
+
+def _last_downsampling(module: nn.Module, grids: dict[nn.Module, int]) -> bool:
+    """Whether ``module`` reads the coarsest grid (``grids``: each strided convolution's input area in one pass)."""
+    return grids[module] == min(grids.values())
 
 
 @dataclass(frozen=True)
@@ -115,27 +125,39 @@ class Destriding:
     """Which strided convolutions a composite reads destrided (:func:`destrided_relevance`)."""
 
     stem: bool  #: the first layer (flat rule)
-    layers: Callable[[nn.Module], bool]  #: which of the other strided convolutions (z+ rule)
+    layers: Callable[[nn.Module], bool]  #: which other strided convolutions before the last downsampling (z+ rule)
+    last: Callable[[nn.Module], bool]  #: which of those at the last downsampling (that read the coarsest grid)
+
+    def chooses(self, module: nn.Module, grids: dict[nn.Module, int]) -> bool:
+        """Whether the z+ layer ``module`` is read destrided; ``grids`` as :func:`_last_downsampling` takes it."""
+        return destridable(module) and (self.last if _last_downsampling(module, grids) else self.layers)(module)
 
 
 class DestridedZPlus(NonNegativeZPlus):
-    """z+ with the strided convolutions ``chosen`` picks read as stride 1 then subsampling
-    (:func:`destrided_relevance`), the positive bias in ``z`` as zennit's z+ has it."""
+    """z+ with the strided convolutions ``destriding`` chooses read as stride 1 then subsampling
+    (:func:`destrided_relevance`), the positive bias in ``z`` as zennit's z+ has it. The copies for one model share
+    ``grids``, where each strided convolution records its input's area in the forward pass."""
 
-    def __init__(self, chosen: Callable[[nn.Module], bool] = _always, stabilizer: float = 1e-6) -> None:
+    def __init__(self, destriding: Destriding, grids: dict[nn.Module, int] | None = None,
+                 stabilizer: float = 1e-6) -> None:
         super().__init__(stabilizer)
-        self.chosen = chosen
+        self.destriding, self.grids = destriding, {} if grids is None else grids
+
+    def forward(self, module, input, output):
+        super().forward(module, input, output)
+        if destridable(module):
+            self.grids[module] = input[0].shape[-2] * input[0].shape[-1]
 
     def backward(self, module, grad_input, grad_output):
         stored = self.stored_tensors["input"][0]
-        if not (destridable(module) and self.chosen(module)) or bool((stored < 0).any()):
+        if not self.destriding.chooses(module, self.grids) or bool((stored < 0).any()):
             return super().backward(module, grad_input, grad_output)
         bias = None if module.bias is None else module.bias.clamp_min(0)
         out = destrided_relevance(module, stored, module.weight.clamp_min(0), grad_output[0], self.stabilizer, bias)
         return tuple(out if original.shape == out.shape else None for original in grad_input)
 
     def copy(self) -> DestridedZPlus:
-        return type(self)(self.chosen, self.stabilizer)
+        return type(self)(self.destriding, self.grids, self.stabilizer)
 
 
 class DestridedFlat(Flat):
@@ -157,19 +179,20 @@ class DestridedFlat(Flat):
         return type(self)(self.stabilizer)
 
 
-def epsilon_plus_flat(destriding: Destriding = Destriding(False, _never)) -> Composite:
+def epsilon_plus_flat(destriding: Destriding = Destriding(False, never, never)) -> Composite:
     """zennit's EpsilonPlusFlat (flat first layer, z+ convolutions, epsilon classifier) with the timm canonizers,
     the strided layers ``destriding`` names read destrided."""
-    return EpsilonPlusFlat(layer_map=[(Convolution, DestridedZPlus(destriding.layers))],
+    return EpsilonPlusFlat(layer_map=[(Convolution, DestridedZPlus(destriding))],
                            first_map=[(Linear, DestridedFlat() if destriding.stem else Flat())],
                            canonizers=timm_canonizers())
 
 
 #: Each composite's destriding, by name; the first is the default
 DESTRIDING: dict[str, Destriding] = {
-    "epsilon-plus-flat-destrided-shortcuts-stem": Destriding(True, _one_by_one),
-    "epsilon-plus-flat": Destriding(False, _never),
-    "epsilon-plus-flat-destrided": Destriding(True, _always),
+    "epsilon-plus-flat-destrided-shortcuts-stem": Destriding(True, one_by_one, one_by_one),
+    "epsilon-plus-flat-destrided-but-last": Destriding(True, always, one_by_one),
+    "epsilon-plus-flat": Destriding(False, never, never),
+    "epsilon-plus-flat-destrided": Destriding(True, always, always),
 }
 #: LRP composites by name: ``name -> () -> zennit Composite`` (a fresh one per call); the first is the default.
 COMPOSITES: dict[str, Callable[[], Composite]] = {name: partial(epsilon_plus_flat, d) for name, d in DESTRIDING.items()}

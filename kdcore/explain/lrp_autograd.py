@@ -230,12 +230,13 @@ def _rules(model: nn.Module, tape: _Tape, destriding: Destriding) -> Iterator[No
     """Forward hooks that record (first pass) and give every layer its rule's backward (second pass)."""
     folded = _folded(model)
     first = next(m for m in model.modules() if isinstance(m, types.Linear))
+    grids: dict[nn.Module, int] = {}  # each strided convolution's input area, recorded in the first pass
 
     def rule_for(module: nn.Module, x: torch.Tensor) -> Rule | None:
         if module is first:
             return flat_rule(module, x, destriding.stem)
         if isinstance(module, nn.Conv2d):
-            return zplus_rule(module, x, *folded[module], destriding.layers(module))
+            return zplus_rule(module, x, *folded[module], destriding.chooses(module, grids))
         if isinstance(module, nn.Linear):
             return epsilon_rule(module, x)
         if isinstance(module, types.AvgPool):
@@ -245,6 +246,8 @@ def _rules(model: nn.Module, tape: _Tape, destriding: Destriding) -> Iterator[No
     def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor | None:
         (x,) = tape.take(inputs[0])
         if not tape.replay:
+            if destridable(module):
+                grids[module] = x.shape[-2] * x.shape[-1]
             return None
         new = tape.relevance(rule_for(module, x), out, inputs[0])
         if any(out is gate for gate in tape.gates):  # a gate module's output stays a gate

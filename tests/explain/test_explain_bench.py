@@ -55,3 +55,13 @@ def test_main_table_shows_the_energy_on_the_background_and_a_dash_where_it_was_n
     header = next(line for line in lines if line.startswith("| model | method | settings"))
     column = [c.strip() for c in header.strip("|").split("|")].index("energy on background")
     assert [[c.strip() for c in r.strip("|").split("|")][column] for r in rows[:2]] == ["0.400 [0.35, 0.45]", "-"]
+
+
+def test_default_rows_take_another_lrp_composite_when_named():
+    """``--composite`` swaps only the LRP row's composite; the other defaults and the random order stay."""
+    from kdcore.explain import METHODS
+
+    plain = dict(explain_bench.setting_rows("default"))
+    swapped = dict(explain_bench.setting_rows("default", "epsilon-plus-flat"))
+    assert swapped["lrp"] == {**METHODS["lrp"].defaults, "composite": "epsilon-plus-flat"} != plain["lrp"]
+    assert {k: v for k, v in swapped.items() if k != "lrp"} == {k: v for k, v in plain.items() if k != "lrp"}

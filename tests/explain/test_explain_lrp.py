@@ -153,3 +153,23 @@ def test_destrided_z_plus_gives_the_bias_its_z_plus_share():
     assert torch.allclose(got.sum(), expected_total, rtol=1e-9)
     cells = got.sum(1).unflatten(-1, (2, 2)).unflatten(-3, (2, 2))  # (1, 2, 2, 2, 2): cell rows, within, cols, within
     assert torch.allclose(cells, cells[:, :, :1, :, :1].expand_as(cells), rtol=1e-9)
+
+
+def test_destriding_tells_the_last_downsampling_by_the_grid_it_reads():
+    """``epsilon-plus-flat-destrided-but-last`` reads every strided convolution destrided but the 3x3 ones that read
+    the coarsest grid: on resnet10t (3x3 strides in layer2-4) layer4's keeps z+, layer2's and layer3's do not, at
+    any input size, and a map whose layer4 is destrided too differs."""
+    from kdcore.explain.lrp import DESTRIDING, DestridedZPlus, epsilon_plus_flat, lrp_map
+
+    model = calibrated(timm.create_model("resnet10t", num_classes=4, in_chans=1), 64)
+    for size in (64, 96):
+        composite = epsilon_plus_flat(DESTRIDING["epsilon-plus-flat-destrided-but-last"])
+        lrp_map(model, torch.randn(1, 1, size, size), None, composite)
+        rule = next(rule for _, rule in composite.layer_map if isinstance(rule, DestridedZPlus))
+        chosen = {name: rule.destriding.chooses(module, rule.grids) for name, module in model.named_modules()
+                  if module in rule.grids}
+        assert chosen == {"layer2.0.conv1": True, "layer3.0.conv1": True, "layer4.0.conv1": False}, chosen
+    x = torch.randn(2, 1, 64, 64)
+    but_last = explain(model, x, None, "lrp", composite="epsilon-plus-flat-destrided-but-last")
+    every = explain(model, x, None, "lrp", composite="epsilon-plus-flat-destrided")
+    assert cosine(but_last, every) < 0.999

@@ -10,7 +10,7 @@ from PIL import Image
 from kdcore.cli import main
 from kdcore.data.imageio import square_resize
 from kdcore.errors import KDCoreError
-from kdcore.explain import METHODS, Frame, explain, explain_image, lattice_factor, lrp_map
+from kdcore.explain import METHODS, Frame, explain, explain_image, lattice_factor, layout_floor, lrp_map
 from kdcore.explain.gradcam import LAYERS, upsample_cam
 from kdcore.explain.localise import bootstrap, box_mask, find_boxed_images, image_scores, localise, peak
 from kdcore.models import load_model
@@ -72,6 +72,23 @@ def test_lattice_factor_on_a_synthetic_lattice():
     assert lattice_factor(torch.ones(2, 64, 64), 16) == pytest.approx(1)
     smooth = torch.rand(16, 128, 128, generator=torch.Generator().manual_seed(0))
     assert lattice_factor(smooth, 16) < 1.2
+
+
+def test_layout_floor_tells_a_central_blob_from_a_lattice():
+    """A blob in the middle of every map loads some 32 px phases with no lattice: its factor is at its floor (the
+    periods 31 and 33 px); a 32 px lattice on top of the same blob stands far above it. A 2 px lattice over the
+    head stands above the floor too, and leaks into it far less than into the even periods 30 and 34 px."""
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    blob = torch.exp(-((yy - 60) ** 2 + (xx - 66) ** 2) / (2 * 8.0**2)).expand(8, 128, 128)
+    assert lattice_factor(blob, 32) > 1.5
+    assert lattice_factor(blob, 32) == pytest.approx(layout_floor(blob, 32), rel=0.15)
+    lattice = blob.clone()
+    lattice[:, 7::32, 9::32] += 5 * blob.sum() / 8 / 16
+    assert lattice_factor(lattice, 32) > 2 * layout_floor(lattice, 32)
+    head = (((yy - 64) ** 2 + (xx - 64) ** 2) < 45**2).float().expand(8, 128, 128)
+    fine = head * (torch.arange(128) % 2 == 0).float()
+    assert lattice_factor(fine, 32) > 1.3 * layout_floor(fine, 32)
+    assert layout_floor(fine, 32) < 0.7 * (lattice_factor(fine, 30) + lattice_factor(fine, 34)) / 2
 
 
 def test_upsample_cam_has_no_border_plateau():
@@ -188,7 +205,7 @@ def test_box_text_is_checked_and_drawn():
     assert out[50, 100].sum() == 0 and out[50, 30].sum() == 0  # inside and outside untouched
 
 
-def test_lattice_sources_bench_isolates_each_kind_of_strided_layer(tiny_model_dir, tmp_path):
+def test_lattice_sources_bench_isolates_each_kind_of_strided_layer(tiny_model_dir, tiny_data, tmp_path):
     from bench.lrp_lattice_sources import VARIANTS
     from bench.lrp_lattice_sources import main as sources
     from kdcore.explain.lrp import epsilon_plus_flat
@@ -213,9 +230,12 @@ def test_lattice_sources_bench_isolates_each_kind_of_strided_layer(tiny_model_di
     assert not same(maps["stem"], plain)
     out = tmp_path / "sources"
     assert sources(["--models", str(tiny_model_dir), "--boxes", str(boxed_folder(tmp_path / "boxes")), "--n", "4",
-                    "--out", str(out)]) == 0
+                    "--data", str(tiny_data), "--out", str(out)]) == 0
     res = json.loads(out.with_suffix(".json").read_text())
     assert list(res["models"][0]["variants"]) == list(VARIANTS) and res["models"][0]["n"] == 4
+    assert res["models"][0]["n_val"] == 4
     for v in res["models"][0]["variants"].values():
         assert 0.0 <= v["energy_on_background"]["mean"] <= 1.0 and v["relevance_kept"] > 0
+        kinds = ("lattice", "floor", "val_lattice", "val_floor")
+        assert all(v[f"{kind}{g}"] >= 1.0 for kind in kinds for g in (16, 32))
     assert "shortcuts (1x1)" in out.with_suffix(".md").read_text()
