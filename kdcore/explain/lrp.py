@@ -18,7 +18,7 @@ the same convolution at stride 1 whose outputs are summed over each ``stride x s
 1x1 strided convolutions (ResNet downsampling shortcuts) and the first layer, the lattice's main sources at the
 least cost in localisation; ``epsilon-plus-flat-destrided`` every strided convolution;
 ``epsilon-plus-flat-destrided-but-last`` every one but the 3x3 and larger convolutions of the last downsampling
-(those that read the coarsest grid, where a cell is a sixteenth of the image side or more).
+(those that read the coarsest grid: on a ResNet at 128 px, one stride cell there spans 32 px of the input).
 
 The explained quantity is the target logit: the input relevance sums to it when biases are zero.
 """
