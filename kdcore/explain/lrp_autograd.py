@@ -105,11 +105,11 @@ def flat_rule(module: nn.Conv2d, x: torch.Tensor, destrided: bool) -> Rule:
 def zplus_rule(module: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                destrided: bool) -> Rule:
     """z+ with ``weight``/``bias`` the layer's (folded) parameters; zennit's ``ZPlus`` (bias ``b+`` in ``z``); read
-    destrided when ``destrided`` (and the layer is strided)."""
+    destrided when ``destrided`` (:meth:`~kdcore.explain.lrp.Destriding.chooses`: a strided layer it names)."""
     pos, neg = weight.clamp(min=0), weight.clamp(max=0)
     shift = 0 if bias is None else bias.clamp(min=0)[:, None, None]
     if not bool((x < 0).any()):
-        if destrided and destridable(module):
+        if destrided:
             return lambda r: _destrided(module, x, pos, r, shift)
         return lambda r: x * _transpose(_conv(module, pos), x, r / stabilize(_conv(module, pos)(x) + shift, EPSILON))
     xp, xn = x.clamp(min=0), x.clamp(max=0)
