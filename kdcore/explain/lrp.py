@@ -179,12 +179,25 @@ class DestridedFlat(Flat):
         return type(self)(self.stabilizer)
 
 
+class DestridedEpsilonPlusFlat(EpsilonPlusFlat):
+    """zennit's EpsilonPlusFlat whose z+ rule copies share one ``grids`` dict, emptied at each registration so
+    that a composite reused on another model reads that model's grids only."""
+
+    def __init__(self, destriding: Destriding) -> None:
+        self.grids: dict[nn.Module, int] = {}
+        super().__init__(layer_map=[(Convolution, DestridedZPlus(destriding, self.grids))],
+                         first_map=[(Linear, DestridedFlat() if destriding.stem else Flat())],
+                         canonizers=timm_canonizers())
+
+    def register(self, module: nn.Module) -> None:
+        self.grids.clear()
+        super().register(module)
+
+
 def epsilon_plus_flat(destriding: Destriding = Destriding(False, never, never)) -> Composite:
     """zennit's EpsilonPlusFlat (flat first layer, z+ convolutions, epsilon classifier) with the timm canonizers,
     the strided layers ``destriding`` names read destrided."""
-    return EpsilonPlusFlat(layer_map=[(Convolution, DestridedZPlus(destriding))],
-                           first_map=[(Linear, DestridedFlat() if destriding.stem else Flat())],
-                           canonizers=timm_canonizers())
+    return DestridedEpsilonPlusFlat(destriding)
 
 
 #: Each composite's destriding, by name; the first is the default

@@ -173,3 +173,17 @@ def test_destriding_tells_the_last_downsampling_by_the_grid_it_reads():
     but_last = explain(model, x, None, "lrp", composite="epsilon-plus-flat-destrided-but-last")
     every = explain(model, x, None, "lrp", composite="epsilon-plus-flat-destrided")
     assert cosine(but_last, every) < 0.999
+
+
+def test_a_composite_reused_on_another_model_reads_that_models_grids():
+    """A composite registered on a model with a coarser last grid, then on another, gives the second model the
+    same map as a fresh composite: the grids recorded on the first model are forgotten at registration."""
+    from kdcore.explain.lrp import DESTRIDING, epsilon_plus_flat, lrp_map
+
+    destriding = DESTRIDING["epsilon-plus-flat-destrided-but-last"]
+    deep = calibrated(timm.create_model("resnet10t", num_classes=4, in_chans=1), 64)
+    shallow = calibrated(timm.create_model("resnet10t", num_classes=4, in_chans=1), 96)
+    x = torch.randn(2, 1, 96, 96)
+    reused = epsilon_plus_flat(destriding)
+    lrp_map(deep, torch.randn(1, 1, 32, 32), None, reused)  # its last grid (1x1) is coarser than 96 px's (3x3)
+    assert torch.allclose(lrp_map(shallow, x, None, reused), lrp_map(shallow, x, None, epsilon_plus_flat(destriding)))
