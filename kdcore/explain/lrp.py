@@ -179,7 +179,7 @@ class DestridedFlat(Flat):
         return type(self)(self.stabilizer)
 
 
-class DestridedEpsilonPlusFlat(EpsilonPlusFlat):
+class _DestridedEpsilonPlusFlat(EpsilonPlusFlat):
     """zennit's EpsilonPlusFlat whose z+ rule copies share one ``grids`` dict, emptied at each registration so
     that a composite reused on another model reads that model's grids only."""
 
@@ -197,7 +197,7 @@ class DestridedEpsilonPlusFlat(EpsilonPlusFlat):
 def epsilon_plus_flat(destriding: Destriding = Destriding(False, never, never)) -> Composite:
     """zennit's EpsilonPlusFlat (flat first layer, z+ convolutions, epsilon classifier) with the timm canonizers,
     the strided layers ``destriding`` names read destrided."""
-    return DestridedEpsilonPlusFlat(destriding)
+    return _DestridedEpsilonPlusFlat(destriding)
 
 
 #: Each composite's destriding, by name; the first is the default

@@ -181,9 +181,9 @@ def test_a_composite_reused_on_another_model_reads_that_models_grids():
     from kdcore.explain.lrp import DESTRIDING, epsilon_plus_flat, lrp_map
 
     destriding = DESTRIDING["epsilon-plus-flat-destrided-but-last"]
-    deep = calibrated(timm.create_model("resnet10t", num_classes=4, in_chans=1), 64)
-    shallow = calibrated(timm.create_model("resnet10t", num_classes=4, in_chans=1), 96)
+    first = calibrated(timm.create_model("resnet10t", num_classes=4, in_chans=1), 64)
+    second = calibrated(timm.create_model("resnet10t", num_classes=4, in_chans=1), 96)
     x = torch.randn(2, 1, 96, 96)
     reused = epsilon_plus_flat(destriding)
-    lrp_map(deep, torch.randn(1, 1, 32, 32), None, reused)  # its last grid (1x1) is coarser than 96 px's (3x3)
-    assert torch.allclose(lrp_map(shallow, x, None, reused), lrp_map(shallow, x, None, epsilon_plus_flat(destriding)))
+    lrp_map(first, torch.randn(1, 1, 32, 32), None, reused)  # its last grid at 32 px (1x1) is coarser than 96 px's
+    assert torch.allclose(lrp_map(second, x, None, reused), lrp_map(second, x, None, epsilon_plus_flat(destriding)))
