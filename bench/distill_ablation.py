@@ -307,7 +307,8 @@ def tuned_claims(res: dict, summary: dict, y: np.ndarray, k: int) -> list[str]:
             pair = (pick[a_cfg], pick[b_cfg])
             seeds = paired_seeds(cells, student, pair, [sd for sd in s["seeds"] if sd != TUNING_SEED])
             if len(seeds) < 2:  # a pick that has not yet run on the other seeds: said, not dropped
-                v = tuned["verdicts"][claim] = f"pending: the picks share {len(seeds)} seeds besides the tuning seed"
+                shared = f"{len(seeds)} seed{'' if len(seeds) == 1 else 's'}"
+                v = tuned["verdicts"][claim] = f"pending: the picks share {shared} besides the tuning seed"
                 rows.append([student, claim, f"{pair[0]} - {pair[1]}", len(seeds), "-", "-", f"**{v}**"])
                 continue
             d = tuned[f"{pair[0]} vs {pair[1]}"] = compare(cells, student, *pair, seeds, y, k)

@@ -170,6 +170,10 @@ def test_tuned_verdicts_pick_each_setting_on_the_tuning_seed_and_compare_on_the_
     lines = distill_ablation.tuned_claims(res | {"cells": cells}, summary, np.array([0, 1, 0, 1]), 2)
     assert summary["s"]["tuned"]["verdicts"][claim] == "pending: the picks share 0 seeds besides the tuning seed"
     assert any("2-kd@T2 - 1-alone | 0 | - | - | **pending" in line for line in lines)
+    one = cells | {"s/2-kd@T2/1": cell(0.93)}  # one seed besides the tuning seed: still pending, in the singular
+    summary = {"s": {}}
+    distill_ablation.tuned_claims(res | {"cells": one}, summary, np.array([0, 1, 0, 1]), 2)
+    assert summary["s"]["tuned"]["verdicts"][claim] == "pending: the picks share 1 seed besides the tuning seed"
     cells = {k: v for k, v in cells.items() if "@T2" not in k}  # no grid: no tuned section
     assert distill_ablation.tuned_claims(res | {"cells": cells}, {"s": {}}, np.array([0, 1, 0, 1]), 2) == []
 
