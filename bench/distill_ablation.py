@@ -238,13 +238,15 @@ def caveats(res: dict) -> list[str]:
 
 
 def curves(res: dict) -> list[str]:
-    """A table of the mean validation curve per student and configuration at a few epochs (the last three among
-    them), so one sees whether the budget let every configuration flatten; empty when no cell records a curve."""
+    """A table of the mean validation curve per student and configuration, and per tuned pick from the grid, at a
+    few epochs (the last three among them), so one sees whether the budget let every configuration and every pick
+    flatten; empty when no cell records a curve."""
     s, rows = res["settings"], []
     e = s["epochs"]
     marks = sorted({max(1, e // 4), max(1, e // 2), max(1, 3 * e // 4), *range(max(1, e - 2), e + 1)})
     for student in s["students"]:
-        for config in s["configs"]:
+        picks = tuned_settings(res["cells"], student, s["configs"]).values()
+        for config in dict.fromkeys([*s["configs"], *picks]):
             got = [c["curve"] for seed in s["seeds"] if len(
                 (c := res["cells"].get(f"{student}/{config}/{seed}", {})).get("curve", [])) == e]
             if got:
@@ -254,7 +256,8 @@ def curves(res: dict) -> list[str]:
     if not rows:
         return []
     return ["", "Validation curves (mean over seeds of the validation accuracy after each epoch; whether the budget "
-                "let each configuration flatten, and how much it still rose over the last three epochs):", "",
+                "let each configuration, and each tuned pick (`@`), flatten, and how much it still rose over the last "
+                "three epochs):", "",
             *md_table(["student", "config", "n", *(f"epoch {m}" for m in marks), f"rise, epoch {max(1, e - 2)} to {e}"],
                       rows)]
 

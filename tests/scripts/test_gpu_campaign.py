@@ -178,6 +178,19 @@ def test_tuned_verdicts_pick_each_setting_on_the_tuning_seed_and_compare_on_the_
     assert distill_ablation.tuned_claims(res | {"cells": cells}, {"s": {}}, np.array([0, 1, 0, 1]), 2) == []
 
 
+def test_the_curves_show_each_tuned_pick_beside_its_base():
+    def cell(curve: list[float]) -> dict:
+        return {"final": {"accuracy": curve[-1], "macro_f1": curve[-1], "pred": [0, 1]}, "curve": curve}
+
+    cells = {f"s/2-kd/{sd}": cell([0.5, 0.6, 0.7, 0.8]) for sd in (0, 1)}
+    cells |= {"s/2-kd@T2/0": cell([0.6, 0.8, 0.9, 0.9]), "s/2-kd@T2/1": cell([0.6, 0.8, 0.8, 0.9]),
+              "s/2-kd@T8/0": cell([0.1, 0.2, 0.3, 0.4])}  # loses at the tuning seed: not a pick, not shown
+    res = {"cells": cells, "settings": {"students": ["s"], "configs": ["2-kd"], "seeds": [0, 1], "epochs": 4}}
+    rows = [line for line in distill_ablation.curves(res) if line.startswith("| s |")]
+    assert [r.split(" | ")[1:3] for r in rows] == [["2-kd", "2"], ["2-kd@T2", "2"]]
+    assert rows[1].endswith("| 0.9000 | +0.1000 |")  # epochs 2 to 4 of the mean curve: 0.8 -> 0.9
+
+
 def test_tuning_variants_change_only_their_knob():
     assert distill_ablation.variant("2-kd@T2") == ("2-kd", {"loss": {"ce": 1.0, "kd": 1.0}, "temperature": 2.0})
     base, spec = distill_ablation.variant("4-thesis@w0.1")
