@@ -15,7 +15,7 @@ REPORTS = {
     "Distillation at the <= 1% student's own learning rate (1.5e-2, 64 px, 60 epochs): the logit configurations, "
     "6 seeds": "distill_ablation_views_64_lr",
     "Distillation on the mobile student at its own learning rate (mobilenetv2_035, 3e-2, 64 px, 60 epochs): every "
-    "configuration, seeds so far": "distill_ablation_views_64_mobile",
+    "configuration, 5-6 seeds each, and the tuning grid": "distill_ablation_views_64_mobile",
     "Distillation on the v2 split at 128 px: every configuration, three students, 15 epochs, 5 seeds":
         "distill_ablation_gpu_e15",
     "Distillation on the v2 split at 128 px, the <= 1% student: KD and DIST, 60 epochs, 5 seeds":
